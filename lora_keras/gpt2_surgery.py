@@ -1,0 +1,104 @@
+"""Every touch of KerasHub's private GPT-2 attributes, in one place.
+
+KerasHub does not expose the projections inside `TransformerDecoder` and
+`CachedMultiHeadAttention`, so LoRA has to reach them through private
+attributes. Keeping that knowledge here means a KerasHub release that renames
+them breaks one module, and `check_layout` says so in words instead of an
+`AttributeError` deep inside training.
+"""
+
+import keras
+import keras_hub
+
+from lora_keras.layers import BaseLoraLayer
+
+# target name -> (attribute of the block holding the layer, or None for the
+# block itself; attribute naming the layer)
+TARGET_ATTRIBUTES = {
+    "query": ("_self_attention_layer", "_query_dense"),
+    "key": ("_self_attention_layer", "_key_dense"),
+    "value": ("_self_attention_layer", "_value_dense"),
+    "attention_output": ("_self_attention_layer", "_output_dense"),
+    "ffn_in": (None, "_feedforward_intermediate_dense"),
+    "ffn_out": (None, "_feedforward_output_dense"),
+}
+TARGETS = tuple(TARGET_ATTRIBUTES)
+
+
+def find_backbone(model):
+    """Returns the `GPT2Backbone` of a `GPT2CausalLM`, or the backbone itself."""
+    backbone = getattr(model, "backbone", model)
+    if not isinstance(backbone, keras_hub.models.GPT2Backbone):
+        raise ValueError(
+            f"Expected a KerasHub GPT-2 model (`keras_hub.models.GPT2CausalLM` or "
+            f"`keras_hub.models.GPT2Backbone`), got {type(model).__name__}. Load one with "
+            "`lk.load_gpt2(...)` or `keras_hub.models.GPT2CausalLM.from_preset(...)`."
+        )
+    return backbone
+
+
+def check_targets(targets):
+    """Returns `targets` as a tuple after checking every name is known."""
+    if isinstance(targets, str):
+        targets = (targets,)
+    targets = tuple(targets)
+    unknown = [t for t in targets if t not in TARGET_ATTRIBUTES]
+    if unknown or not targets:
+        raise ValueError(
+            f"Unknown LoRA target(s) {unknown or list(targets)}. "
+            f"Valid targets: {', '.join(TARGETS)}."
+        )
+    if len(set(targets)) != len(targets):
+        raise ValueError(f"LoRA targets must not repeat, got {list(targets)}.")
+    return targets
+
+
+def _owner(block, target):
+    owner_attribute, layer_attribute = TARGET_ATTRIBUTES[target]
+    owner = block if owner_attribute is None else getattr(block, owner_attribute)
+    return owner, layer_attribute
+
+
+def check_layout(backbone):
+    """Fails with a clear message if KerasHub's GPT-2 internals are not as expected."""
+    for block in backbone.transformer_layers:
+        for target in TARGETS:
+            owner_attribute, layer_attribute = TARGET_ATTRIBUTES[target]
+            path = ".".join(a for a in (owner_attribute, layer_attribute) if a)
+            try:
+                layer = get_layer(block, target)
+            except AttributeError as error:
+                raise RuntimeError(
+                    f"KerasHub {keras_hub.__version__} has no attribute '{path}' on "
+                    f"{type(block).__name__}; lora_keras knows the layout of keras-hub 0.21-0.32. "
+                    "Install a keras-hub version listed in requirements.txt, or update "
+                    "lora_keras/gpt2_surgery.py."
+                ) from error
+            expected = (keras.layers.EinsumDense, keras.layers.Dense, BaseLoraLayer)
+            if not isinstance(layer, expected):
+                raise RuntimeError(
+                    f"Expected '{path}' of {type(block).__name__} to be an EinsumDense or "
+                    f"Dense layer, found {type(layer).__name__} (keras-hub "
+                    f"{keras_hub.__version__}). Update lora_keras/gpt2_surgery.py."
+                )
+
+
+def get_layer(block, target):
+    """The layer currently at `target` in one transformer block."""
+    owner, layer_attribute = _owner(block, target)
+    return getattr(owner, layer_attribute)
+
+
+def set_layer(block, target, new_layer):
+    """Puts `new_layer` at `target`, where the block's `call` will use it."""
+    owner, layer_attribute = _owner(block, target)
+    old_layer = getattr(owner, layer_attribute)
+    # A built Keras layer locks its list of sublayers; swapping the entry keeps
+    # weight tracking exact (no stale layer left behind) without unlocking it.
+    owner._tracker.replace_tracked_value("layers", old_layer, new_layer)
+    setattr(owner, layer_attribute, new_layer)
+
+
+def layer_path(block_index, target):
+    """A stable key for one target layer, e.g. `transformer_layer_3/value`."""
+    return f"transformer_layer_{block_index}/{target}"

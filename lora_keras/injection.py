@@ -1,0 +1,171 @@
+"""Putting LoRA into a KerasHub GPT-2, folding it back, and taking it out again."""
+
+import keras
+import keras_hub
+
+from lora_keras import gpt2_surgery as surgery
+from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+
+
+@keras.saving.register_keras_serializable(package="lora_keras")
+class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
+    """A `GPT2Backbone` whose config also says where LoRA sits.
+
+    A backbone is rebuilt from its own config when a `.keras` file loads, which
+    would bring back plain projections and then fail to place the LoRA weights
+    ("Layer 'query' expected 2 variables, but received 0"). `apply_lora` turns
+    the backbone into this class so that the config carries the LoRA settings
+    and `from_config` puts the wrappers back before the weights load.
+    `unwrap_lora` turns it back into a plain `GPT2Backbone`.
+    """
+
+    def get_config(self):
+        config = super().get_config()
+        wrapped = lora_layers(self)
+        first = next(iter(wrapped.values()))
+        config["lora"] = {
+            "rank": first.rank,
+            "alpha": first.alpha,
+            "dropout": first.dropout,
+            "rslora": first.rslora,
+            "targets": sorted({path.split("/")[1] for path in wrapped}, key=surgery.TARGETS.index),
+            "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
+        }
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        lora = config.pop("lora")
+        backbone = keras_hub.models.GPT2Backbone.from_config(config)
+        apply_lora(
+            backbone,
+            rank=lora["rank"],
+            alpha=lora["alpha"],
+            targets=lora["targets"],
+            dropout=lora["dropout"],
+            rslora=lora["rslora"],
+        )
+        # The kernels that load next already hold the merged update.
+        wrapped = lora_layers(backbone)
+        for path in lora["merged_layers"]:
+            wrapped[path].merged = True
+        return backbone
+
+
+def lora_layers(model):
+    """The LoRA wrappers in `model`, keyed by stable paths like `transformer_layer_0/query`."""
+    backbone = surgery.find_backbone(model)
+    found = {}
+    for index, block in enumerate(backbone.transformer_layers):
+        for target in surgery.TARGETS:
+            layer = surgery.get_layer(block, target)
+            if isinstance(layer, BaseLoraLayer):
+                found[surgery.layer_path(index, target)] = layer
+    return found
+
+
+def _require_lora(model, action):
+    wrapped = lora_layers(model)
+    if not wrapped:
+        raise ValueError(
+            f"Cannot {action}: this model has no LoRA layers. Call `lk.apply_lora(model)` first."
+        )
+    return wrapped
+
+
+def apply_lora(
+    model,
+    rank=4,
+    alpha=32.0,
+    targets=("query", "value"),
+    dropout=0.0,
+    rslora=False,
+):
+    """Wraps the target projections of every transformer block with LoRA.
+
+    Afterwards only the LoRA weights are trainable: embeddings, layer norms,
+    kernels and biases are frozen. Nothing in the model changes until all
+    wrappers have been built, so a bad argument leaves the model as it was.
+
+    Args:
+        model: a KerasHub `GPT2CausalLM` or `GPT2Backbone`.
+        rank: int, the rank of each update.
+        alpha: float, the update is scaled by `alpha / rank`.
+        targets: names among "query", "key", "value", "attention_output",
+            "ffn_in", "ffn_out".
+        dropout: float, dropout on the LoRA branch's input.
+        rslora: bool, scale by `alpha / sqrt(rank)` instead.
+
+    Returns:
+        The list of wrapper layers inserted, block by block.
+    """
+    backbone = surgery.find_backbone(model)
+    surgery.check_layout(backbone)
+    targets = surgery.check_targets(targets)
+    planned = []
+    for index, block in enumerate(backbone.transformer_layers):
+        for target in targets:
+            original = surgery.get_layer(block, target)
+            if isinstance(original, BaseLoraLayer):
+                raise ValueError(
+                    f"LoRA is already applied to {surgery.layer_path(index, target)}. Apply "
+                    "LoRA once; to start again, call `lk.unwrap_lora(model)` first."
+                )
+            wrapper_class = (
+                LoraEinsumDense if isinstance(original, keras.layers.EinsumDense) else LoraDense
+            )
+            wrapper = wrapper_class(
+                original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora
+            )
+            planned.append((block, target, wrapper))
+    for block, target, wrapper in planned:
+        surgery.set_layer(block, target, wrapper)
+    wrappers = [wrapper for _, _, wrapper in planned]
+    _freeze_all_but_lora(backbone)
+    backbone.__class__ = LoraGPT2Backbone
+    return wrappers
+
+
+def _freeze_all_but_lora(backbone):
+    lora_ids = {
+        id(variable)
+        for layer in lora_layers(backbone).values()
+        for variable in (layer.lora_kernel_a, layer.lora_kernel_b)
+    }
+    for variable in backbone.weights:
+        variable.trainable = id(variable) in lora_ids
+
+
+def merge_lora(model):
+    """Folds every LoRA update into its frozen kernel: inference at the base cost."""
+    for layer in _require_lora(model, "merge").values():
+        layer.merge()
+
+
+def unmerge_lora(model):
+    """Takes every merged LoRA update back out of its kernel, exactly."""
+    for layer in _require_lora(model, "unmerge").values():
+        layer.unmerge()
+
+
+def unwrap_lora(model):
+    """Merges LoRA, then puts the plain layers back: a plain KerasHub GPT-2.
+
+    The result saves and loads as `.keras` with no `lora_keras` import, and
+    every weight is trainable again, as in a freshly loaded preset.
+    """
+    backbone = surgery.find_backbone(model)
+    wrapped = _require_lora(backbone, "unwrap")
+    for index, block in enumerate(backbone.transformer_layers):
+        for target in surgery.TARGETS:
+            layer = wrapped.get(surgery.layer_path(index, target))
+            if layer is None:
+                continue
+            if not layer.merged:
+                layer.merge()
+            layer.original_layer.trainable = True
+            surgery.set_layer(block, target, layer.original_layer)
+    for variable in backbone.weights:
+        variable.trainable = True
+    backbone.__class__ = keras_hub.models.GPT2Backbone

@@ -1,0 +1,5 @@
+from lora_keras.layers.base_lora_layer import BaseLoraLayer
+from lora_keras.layers.lora_dense import LoraDense
+from lora_keras.layers.lora_einsum_dense import LoraEinsumDense
+
+__all__ = ["BaseLoraLayer", "LoraDense", "LoraEinsumDense"]

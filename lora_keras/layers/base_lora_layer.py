@@ -1,0 +1,190 @@
+"""The behaviour that every LoRA wrapper shares, whatever layer it wraps."""
+
+import math
+
+import keras
+from keras import ops
+
+from lora_keras.layers.lora_equations import lora_equations
+
+
+class BaseLoraLayer(keras.layers.Layer):
+    """Wraps a frozen projection and adds a trainable low-rank update to it.
+
+    The output is `activation(x W + b + scaling * (dropout(x) A) B)` where `W` and
+    `b` belong to the frozen `original_layer`. `A` is He-uniform and `B` is zero,
+    so the wrapper computes exactly what the original layer did until `B` trains.
+
+    Subclasses only say how the wrapped layer contracts its input with its
+    kernel (`_base_equation()`); the LoRA equations are derived from it, and
+    everything else (weights, scaling, merging, serialization) lives here once.
+
+    Args:
+        original_layer: a built `keras.layers.EinsumDense` or `keras.layers.Dense`.
+        rank: int. The rank of the update, at least 1 and at most the smaller of
+            the kernel's input and output sizes.
+        alpha: float. The update is scaled by `alpha / rank` (the LoRA paper).
+        dropout: float. Dropout on the LoRA branch's input only.
+        rslora: bool. Scale by `alpha / sqrt(rank)` instead (rank-stabilized LoRA).
+        merged: bool. Whether the update is already folded into the frozen
+            kernel (set by `merge()`; kept in the config so a saved merged model
+            reloads merged).
+        **kwargs: standard `keras.layers.Layer` arguments such as `name`.
+    """
+
+    def __init__(
+        self,
+        original_layer,
+        rank=4,
+        alpha=32.0,
+        dropout=0.0,
+        rslora=False,
+        merged=False,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", f"{original_layer.name}_lora")
+        kwargs.setdefault("dtype", original_layer.dtype_policy)
+        super().__init__(**kwargs)
+        if isinstance(original_layer, BaseLoraLayer):
+            raise ValueError(
+                f"Layer '{original_layer.name}' already has LoRA. Apply LoRA once per "
+                "layer; to change its rank, unwrap it first with `lk.unwrap_lora(model)`."
+            )
+        if getattr(original_layer, "lora_enabled", False):
+            raise ValueError(
+                f"Layer '{original_layer.name}' has Keras's built-in LoRA enabled "
+                "(`enable_lora`). Use one LoRA implementation per layer: build the model "
+                "again without `enable_lora`."
+            )
+        if int(rank) != rank or rank < 1:
+            raise ValueError(f"LoRA rank must be an integer of at least 1, got rank={rank}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout}.")
+        self.original_layer = original_layer
+        self.original_layer.trainable = False
+        self.rank = int(rank)
+        self.alpha = float(alpha)
+        self.dropout = float(dropout)
+        self.rslora = bool(rslora)
+        self.merged = bool(merged)
+        self.scaling = self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
+        # With rate 0 no Dropout layer exists, so training keeps no mask and no
+        # copy of the input for the LoRA branch.
+        self.dropout_layer = (
+            keras.layers.Dropout(self.dropout, name="lora_dropout") if self.dropout else None
+        )
+        if original_layer.built:
+            self.build(None)
+
+    def _base_equation(self):
+        """The wrapped layer's `inputs, kernel -> outputs` einsum equation."""
+        raise NotImplementedError
+
+    def _project(self, inputs, kernel):
+        """The frozen projection, computed as the wrapped layer computes it."""
+        return ops.einsum(self.equations.base, inputs, kernel)
+
+    def build(self, input_shape):
+        if not self.original_layer.built:
+            self.original_layer.build(input_shape)
+        if self.original_layer.kernel_constraint is not None:
+            raise ValueError(
+                f"Layer '{self.original_layer.name}' has a kernel constraint, which "
+                "LoRA cannot respect: remove `kernel_constraint` before applying LoRA."
+            )
+        kernel_shape = tuple(self.original_layer.kernel.shape)
+        self.equations = lora_equations(self._base_equation(), kernel_shape)
+        input_dims, output_dims = self.equations.input_dims, self.equations.output_dims
+        smallest = min(math.prod(input_dims), math.prod(output_dims))
+        if self.rank > smallest:
+            raise ValueError(
+                f"LoRA rank {self.rank} is larger than the smallest dimension ({smallest}) "
+                f"of layer '{self.original_layer.name}' with kernel shape "
+                f"{kernel_shape}: choose rank <= {smallest}."
+            )
+        self.lora_kernel_a = self.add_weight(
+            name="lora_kernel_a",
+            shape=(*input_dims, self.rank),
+            initializer=keras.initializers.HeUniform(),
+        )
+        self.lora_kernel_b = self.add_weight(
+            name="lora_kernel_b",
+            shape=(self.rank, *output_dims),
+            initializer="zeros",
+        )
+        self.built = True
+
+    def call(self, inputs, training=None):
+        layer = self.original_layer
+        equations = self.equations
+        outputs = self._project(inputs, layer.kernel)
+        if not self.merged:
+            lora_inputs = inputs
+            if self.dropout_layer is not None:
+                lora_inputs = self.dropout_layer(inputs, training=training)
+            # Scale the rank-sized intermediate, not the full-width output: it is
+            # the cheapest place in the branch to multiply.
+            low_rank = ops.einsum(equations.input_times_a, lora_inputs, self.lora_kernel_a)
+            low_rank = ops.multiply(low_rank, ops.cast(self.scaling, low_rank.dtype))
+            update = ops.einsum(equations.low_rank_times_b, low_rank, self.lora_kernel_b)
+            outputs = ops.add(outputs, update)
+        if layer.bias is not None:
+            outputs = ops.add(outputs, layer.bias)
+        if layer.activation is not None:
+            outputs = layer.activation(outputs)
+        return outputs
+
+    def delta_kernel(self):
+        """The update `scaling * A @ B`, in the frozen kernel's shape."""
+        product = ops.einsum(self.equations.a_times_b, self.lora_kernel_a, self.lora_kernel_b)
+        return ops.multiply(product, self.scaling)
+
+    def merge(self):
+        """Folds the update into the frozen kernel; `call` then skips the branch."""
+        if self.merged:
+            raise ValueError(
+                f"Layer '{self.name}' is already merged: call `unmerge()` before merging again."
+            )
+        kernel = self.original_layer.kernel
+        kernel.assign(ops.add(kernel, ops.cast(self.delta_kernel(), kernel.dtype)))
+        self.merged = True
+
+    def unmerge(self):
+        """Subtracts the merged update back out of the frozen kernel."""
+        if not self.merged:
+            raise ValueError(f"Layer '{self.name}' is not merged: there is nothing to unmerge.")
+        kernel = self.original_layer.kernel
+        kernel.assign(ops.subtract(kernel, ops.cast(self.delta_kernel(), kernel.dtype)))
+        self.merged = False
+
+    def compute_output_shape(self, input_shape):
+        return self.original_layer.compute_output_shape(input_shape)
+
+    def get_build_config(self):
+        # The wrapper's weights depend on the wrapped layer's input shape, which
+        # the wrapped layer knows even when the wrapper itself was never called.
+        return self.original_layer.get_build_config()
+
+    def build_from_config(self, config):
+        if config and not self.built:
+            self.build(config["input_shape"])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "original_layer": keras.saving.serialize_keras_object(self.original_layer),
+                "rank": self.rank,
+                "alpha": self.alpha,
+                "dropout": self.dropout,
+                "rslora": self.rslora,
+                "merged": self.merged,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["original_layer"] = keras.saving.deserialize_keras_object(config["original_layer"])
+        return cls(**config)

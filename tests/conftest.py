@@ -1,0 +1,64 @@
+import os
+
+# Tests run on TensorFlow unless the caller chose a backend; set before Keras loads.
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import keras_hub  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+TINY_GPT2 = dict(
+    vocabulary_size=97,
+    num_layers=2,
+    num_heads=4,
+    hidden_dim=64,
+    intermediate_dim=128,
+    max_sequence_length=32,
+)
+
+
+def make_tiny_backbone(seed=0, dtype=None):
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.GPT2Backbone(**TINY_GPT2, dropout=0.0, dtype=dtype)
+
+
+def make_tiny_lm(seed=0, dtype=None):
+    """A GPT2CausalLM with no preprocessor: it takes token ids directly."""
+    return keras_hub.models.GPT2CausalLM(
+        backbone=make_tiny_backbone(seed, dtype), preprocessor=None
+    )
+
+
+def token_batch(batch_size=2, sequence_length=12, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "token_ids": rng.integers(0, TINY_GPT2["vocabulary_size"], (batch_size, sequence_length)),
+        "padding_mask": np.ones((batch_size, sequence_length), dtype="int32"),
+    }
+
+
+def next_token_dataset(batch_size=2, sequence_length=12, seed=0):
+    """`(x, y)` with y the next token, as a causal LM trains."""
+    x = token_batch(batch_size, sequence_length + 1, seed)
+    inputs = {key: value[:, :-1] for key, value in x.items()}
+    return inputs, x["token_ids"][:, 1:]
+
+
+def randomize_lora_b(wrappers, seed=0):
+    """Gives every B a non-zero value so LoRA changes the output."""
+    rng = np.random.default_rng(seed)
+    for layer in wrappers:
+        shape = tuple(layer.lora_kernel_b.shape)
+        layer.lora_kernel_b.assign(rng.normal(0.0, 0.05, shape).astype("float32"))
+
+
+@pytest.fixture
+def tiny_backbone():
+    return make_tiny_backbone()
+
+
+@pytest.fixture
+def tiny_lm():
+    return make_tiny_lm()
