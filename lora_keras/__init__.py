@@ -1,5 +1,6 @@
 """LoRA and its family for KerasHub GPT-2, with honest time and memory measurements."""
 
+from lora_keras.adapters import load_adapter, save_adapter
 from lora_keras.gpt2_surgery import TARGETS
 from lora_keras.injection import (
     LoraGPT2Backbone,
