@@ -1,0 +1,223 @@
+"""Where the memory of a GPT-2 training step goes, estimated from first principles.
+
+Training memory has four parts:
+- weights: every weight, trainable or frozen, in its storage dtype;
+- gradients: one per *trainable* weight, in the weight dtype;
+- optimizer state: AdamW keeps two slots (first and second moments) per *trainable* weight;
+- activations: the tensors the forward pass saves for the backward pass, for this batch.
+
+Why LoRA saves what it saves: frozen weights get no gradient and no AdamW slots, so with LoRA the
+gradients and the optimizer state shrink to those of the few adapter weights: full fine-tuning
+of a float32 model holds 4x its weights (weights, gradients, two slots); LoRA barely more than 1x.
+The activations largely stay: the loss's gradient must still flow back through every block to
+reach the adapters in the first ones, and the layer norms, the attention softmax and GELU need
+their saved tensors for that. Only the inputs of frozen matmuls (needed for weight gradients
+alone) could be dropped, and whether they are depends on the framework (XLA prunes them, an eager
+gradient tape may not). We count them all, as full fine-tuning needs them: the estimate is an
+upper bound for the activations of a LoRA run.
+
+Not counted: the framework's workspace, the allocator's fragmentation and caching, and, on a CPU,
+the runtime itself (Python, TensorFlow/JAX/torch libraries), which the process's resident memory
+includes. The four parts are summed although gradients grow while activations are freed: their
+sum bounds the peak from above.
+"""
+
+import keras
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, for dtype sizes below)
+import numpy as np
+
+from lora_keras.measure.units import format_bytes, format_share
+
+# AdamW's first and second moment estimates, each the shape and dtype of its weight.
+ADAMW_SLOTS = 2
+# Keras losses compute in float32 whatever the compute dtype, so the softmax gradient the
+# cross-entropy saves is float32.
+LOSS_DTYPE_BYTES = 4
+
+COMPONENT_NOTES = {
+    "weights": "every weight, trainable or frozen, stored once",
+    "gradients": "one gradient per trainable weight; frozen weights get none",
+    "optimizer_state": (
+        f"AdamW keeps {ADAMW_SLOTS} slots (first and second moments) per trainable weight"
+    ),
+    "activations": (
+        "tensors the forward pass saves for the backward pass: per block the layer norms, "
+        "query/key/value, the attention probabilities (batch x heads x seq x seq), the "
+        "feed-forward intermediate; then the logits (batch x seq x vocabulary) and their softmax "
+        "gradient. They scale with batch and sequence length, and LoRA keeps most of them"
+    ),
+}
+
+
+def estimate_training_memory(
+    *,
+    num_layers,
+    hidden_dim,
+    num_heads,
+    intermediate_dim,
+    vocabulary_size,
+    trainable_params,
+    total_params,
+    batch_size,
+    sequence_length,
+    weight_dtype_bytes=4,
+    compute_dtype_bytes=4,
+    dropout=True,
+):
+    """Estimate the memory of one training step of a GPT-2 decoder with AdamW, in bytes.
+
+    Args:
+        num_layers, hidden_dim, num_heads, intermediate_dim, vocabulary_size: the architecture
+            (a `keras_hub.models.GPT2Backbone`'s attributes of the same names).
+        trainable_params: weights that get gradients and optimizer slots.
+        total_params: all weights, trainable or not.
+        batch_size, sequence_length: the shape of one batch of token ids.
+        weight_dtype_bytes: bytes per stored weight (4 for float32).
+        compute_dtype_bytes: bytes per activation (4 for float32, 2 under mixed precision).
+        dropout: whether dropout is active in training (it saves a mask per dropout).
+
+    Returns:
+        A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, and `total`,
+        their sum. `explain_estimate` turns it into sentences.
+
+    Example:
+
+    ```python
+    estimate = estimate_training_memory(
+        num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072,
+        vocabulary_size=50257, trainable_params=147456, total_params=124587264,
+        batch_size=4, sequence_length=128,
+    )
+    ```
+    """
+    sizes = {
+        "num_layers": num_layers,
+        "hidden_dim": hidden_dim,
+        "num_heads": num_heads,
+        "intermediate_dim": intermediate_dim,
+        "vocabulary_size": vocabulary_size,
+        "batch_size": batch_size,
+        "sequence_length": sequence_length,
+        "total_params": total_params,
+    }
+    for name, value in sizes.items():
+        if value < 1:
+            raise ValueError(f"`{name}` must be a positive integer; got {value}.")
+    if not 0 <= trainable_params <= total_params:
+        raise ValueError(
+            f"`trainable_params` must be between 0 and `total_params` ({total_params}); "
+            f"got {trainable_params}."
+        )
+    estimate = {
+        "weights": total_params * weight_dtype_bytes,
+        "gradients": trainable_params * weight_dtype_bytes,
+        "optimizer_state": ADAMW_SLOTS * trainable_params * weight_dtype_bytes,
+        "activations": _activation_bytes(
+            num_layers=num_layers,
+            hidden_dim=hidden_dim,
+            num_heads=num_heads,
+            intermediate_dim=intermediate_dim,
+            vocabulary_size=vocabulary_size,
+            batch_size=batch_size,
+            sequence_length=sequence_length,
+            compute_dtype_bytes=compute_dtype_bytes,
+            dropout=dropout,
+        ),
+    }
+    estimate["total"] = sum(estimate.values())
+    return estimate
+
+
+def _activation_bytes(
+    *,
+    num_layers,
+    hidden_dim,
+    num_heads,
+    intermediate_dim,
+    vocabulary_size,
+    batch_size,
+    sequence_length,
+    compute_dtype_bytes,
+    dropout,
+):
+    hidden = batch_size * sequence_length * hidden_dim  # one (batch, seq, hidden) tensor
+    intermediate = batch_size * sequence_length * intermediate_dim  # (batch, seq, intermediate)
+    scores = batch_size * num_heads * sequence_length**2  # (batch, heads, seq, seq)
+    # A dropout saves its mask; after the attention softmax the matmul with the values also
+    # needs the dropped probabilities, a third (batch, heads, seq, seq) tensor.
+    masks = 1 if dropout else 0
+    per_block = (
+        2 * hidden  # the residual stream entering each of the two layer norms
+        + 2 * hidden  # the two layer norm outputs (inputs of query/key/value and of the FFN)
+        + 3 * hidden  # query, key, value: both operands of the two attention matmuls
+        + (1 + 2 * masks) * scores  # softmax probabilities (+ dropout mask, dropped copy)
+        + hidden  # attention context, the input of the attention output projection
+        + 2 * intermediate  # GELU input and output (the input of the second FFN layer)
+        + 2 * masks * hidden  # dropout masks on the attention and FFN residual branches
+    )
+    around_blocks = (
+        masks * hidden  # the embedding dropout mask
+        + 2 * hidden  # the final layer norm's input and output (the logits matmul's input)
+    )
+    logits = batch_size * sequence_length * vocabulary_size  # (batch, seq, vocabulary)
+    return (
+        (num_layers * per_block + around_blocks + logits) * compute_dtype_bytes
+        + logits * LOSS_DTYPE_BYTES  # the softmax gradient the cross-entropy saves, float32
+    )
+
+
+def estimate_for_model(model, batch_size, sequence_length):
+    """Estimate the training memory of a KerasHub GPT-2 model, as it is now (LoRA or not).
+
+    The architecture comes from the backbone, the trainable and total weight counts from the
+    model's weights (so LoRA, once applied, is counted), the dtypes from its dtype policy.
+
+    Args:
+        model: a `keras_hub.models.GPT2CausalLM` or `keras_hub.models.GPT2Backbone`.
+        batch_size, sequence_length: the shape of one batch of token ids.
+
+    Returns:
+        The dict of `estimate_training_memory`.
+    """
+    backbone = getattr(model, "backbone", model)
+    if not hasattr(backbone, "num_layers"):
+        raise ValueError(
+            "estimate_for_model expects a KerasHub GPT2CausalLM or GPT2Backbone; got "
+            f"{type(model).__name__}, which has no `num_layers`."
+        )
+    policy = model.dtype_policy
+    return estimate_training_memory(
+        num_layers=backbone.num_layers,
+        hidden_dim=backbone.hidden_dim,
+        num_heads=backbone.num_heads,
+        intermediate_dim=backbone.intermediate_dim,
+        vocabulary_size=backbone.vocabulary_size,
+        trainable_params=_count(model.trainable_weights),
+        total_params=_count(model.weights),
+        batch_size=batch_size,
+        sequence_length=sequence_length,
+        weight_dtype_bytes=_dtype_bytes(policy.variable_dtype),
+        compute_dtype_bytes=_dtype_bytes(policy.compute_dtype),
+        dropout=backbone.dropout > 0,
+    )
+
+
+def explain_estimate(estimate):
+    """Return one sentence per component of an estimate: its size, its share, and why.
+
+    Example: `"optimizer_state: 949.40 MiB (37.5% of 2.47 GiB): AdamW keeps 2 slots ..."`.
+    """
+    total = estimate["total"]
+    return [
+        f"{name}: {format_bytes(estimate[name])} ({format_share(estimate[name], total)} of "
+        f"{format_bytes(total)}): {note}."
+        for name, note in COMPONENT_NOTES.items()
+    ]
+
+
+def _count(weights):
+    return sum(int(np.prod(weight.shape)) for weight in weights)
+
+
+def _dtype_bytes(dtype):
+    return np.dtype(keras.backend.standardize_dtype(dtype)).itemsize

@@ -1,0 +1,180 @@
+"""The report's Markdown, every number in it read from `results.json`."""
+
+from lora_keras.measure.estimate import explain_estimate
+from lora_keras.measure.units import format_bytes, format_share
+from lora_keras.report.results import full_run, measured_runs, run_label
+
+MISSING = "n/a"
+SUMMARY_COLUMNS = (
+    "run",
+    "status",
+    "trainable weights",
+    "% of total",
+    "first step",
+    "step time (median)",
+    "vs full",
+    "tokens/s",
+    "peak memory",
+    "memory source",
+    "estimated memory",
+    "final loss",
+)
+
+
+def render_markdown(results, plots):
+    """Return `report.md` for `results`, embedding `plots`, a list of `(filename, title)`."""
+    sections = (
+        _title(results),
+        _table("Environment", results["environment"]),
+        _table("Configuration", results["config"]),
+        _summary(results["runs"]),
+        _plots(plots),
+        _failures(results["runs"]),
+        _where_the_memory_goes(results["runs"]),
+        _samples(results["runs"]),
+    )
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def _title(results):
+    config = results["config"]
+    preset = config.get("preset", "GPT-2")
+    if config.get("kind") == "sweep":
+        heading = f"# LoRA rank sweep on {preset}: trainable weights, memory, time and loss"
+    else:
+        modes = " vs ".join(dict.fromkeys(run["mode"] for run in results["runs"]))
+        heading = f"# {modes} on {preset}: step time and peak memory"
+    return (
+        f"{heading}\n\nCreated {results.get('created', MISSING)}. Every figure below is drawn "
+        "from `results.json` in this folder by `lora_keras.report.write_report`."
+    )
+
+
+def _table(heading, mapping):
+    rows = "\n".join(f"| {key} | {_cell(value)} |" for key, value in mapping.items())
+    return f"## {heading}\n\n| | |\n|---|---|\n{rows}"
+
+
+def _summary(runs):
+    full = full_run(runs)
+    rows = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    for run in runs:
+        cells = (
+            run_label(run),
+            run["status"],
+            _optional(run.get("trainable_params"), "{:,}"),
+            _share(run.get("trainable_params"), run.get("total_params")),
+            _optional(run.get("first_step_s"), _seconds),
+            _optional(run.get("step_time_s"), _seconds),
+            _ratio(run, full),
+            _optional(run.get("tokens_per_s"), "{:,.0f}"),
+            _optional(run.get("peak_memory_bytes"), format_bytes),
+            run.get("memory_source") or MISSING,
+            _optional(run.get("estimated_memory_bytes"), format_bytes),
+            _optional((run.get("loss") or [None])[-1], "{:.4f}"),
+        )
+        rows.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    note = (
+        "Step time: the median of the steps after the first, which traces and compiles and is "
+        "shown apart. Peak memory: as its source says; the estimate is explained below."
+    )
+    return "## Summary\n\n" + "\n".join(rows) + "\n\n" + note
+
+
+def _plots(plots):
+    if not plots:
+        return None
+    return "## Plots\n\n" + "\n\n".join(f"![{title}]({filename})" for filename, title in plots)
+
+
+def _failures(runs):
+    failed = [run for run in runs if run["status"] != "ok"]
+    if not failed:
+        return None
+    entries = [
+        f"### {run_label(run)}: {run['status']}\n\n```text\n{run.get('error') or MISSING}\n```"
+        for run in failed
+    ]
+    return "## Failed runs\n\n" + "\n\n".join(entries)
+
+
+def _where_the_memory_goes(runs):
+    runs = measured_runs(runs, "estimate")
+    if not runs:
+        return None
+    full = next((run for run in runs if run["mode"] == "full"), None)
+    entries = []
+    for run in runs:
+        lines = [f"### {run_label(run)}", ""]
+        lines += [f"- {sentence}" for sentence in explain_estimate(run["estimate"])]
+        if run.get("peak_memory_bytes"):
+            lines.append(
+                f"- measured peak: {format_bytes(run['peak_memory_bytes'])} "
+                f"({run['peak_memory_bytes'] / run['estimate']['total']:.2f}x the estimate), "
+                f"from {run.get('memory_source') or 'an unnamed source'}."
+            )
+        if full is not None and run is not full:
+            lines.append(_against_full(run["estimate"], full["estimate"]))
+        entries.append("\n".join(lines))
+    intro = (
+        "An estimate from first principles (`lora_keras.measure.estimate`) next to each "
+        "measured peak: weights, gradients and optimizer state follow from the weight counts, "
+        "activations from the batch and sequence length."
+    )
+    return "## Where the memory goes\n\n" + intro + "\n\n" + "\n\n".join(entries)
+
+
+def _against_full(estimate, full_estimate):
+    def state(values):
+        return values["gradients"] + values["optimizer_state"]
+
+    return (
+        f"- against full fine-tuning: gradients and optimizer state "
+        f"{format_bytes(state(full_estimate))} -> {format_bytes(state(estimate))}; activations "
+        f"{format_bytes(full_estimate['activations'])} -> {format_bytes(estimate['activations'])}."
+    )
+
+
+def _samples(runs):
+    runs = [run for run in runs if run.get("samples")]
+    if not runs:
+        return None
+    entries = []
+    for run in runs:
+        for sample in run["samples"]:
+            entries.append(
+                f"### {run_label(run)} ({_optional(sample.get('seconds'), _seconds)})\n\n"
+                f"Prompt: `{sample['prompt']}`\n\n```text\n{sample['text']}\n```"
+            )
+    return "## Generated samples\n\n" + "\n\n".join(entries)
+
+
+def _optional(value, format_value):
+    if value is None:
+        return MISSING
+    return format_value.format(value) if isinstance(format_value, str) else format_value(value)
+
+
+def _share(part, whole):
+    if part is None or not whole:
+        return MISSING
+    return format_share(part, whole)
+
+
+def _ratio(run, full):
+    if full is None or run.get("step_time_s") is None:
+        return MISSING
+    return f"{run['step_time_s'] / full['step_time_s']:.2f}x"
+
+
+def _seconds(value):
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+
+
+def _cell(value):
+    if isinstance(value, (list, tuple)):
+        value = ", ".join(str(item) for item in value)
+    elif value is None:
+        value = MISSING
+    # A pipe would end the cell and a newline the row.
+    return str(value).replace("|", "\\|").replace("\n", " ")

@@ -1,0 +1,182 @@
+import json
+import os
+import re
+
+import matplotlib.image
+import pytest
+
+from lora_keras.report import write_report
+
+ENVIRONMENT = {
+    "backend": "tensorflow",
+    "keras_version": "3.15.1",
+    "keras_hub_version": "0.32.0",
+    "backend_version": "2.21.0",
+    "python_version": "3.11.7",
+    "platform": "Linux-x86_64",
+    "device": "CPU (x86_64, 2 cores)",
+    "cpu_count": 2,
+    "weights_source": "random weights, gpt2_base_en architecture (no download)",
+    "tokenizer_source": "byte-level BPE trained on the embedded corpus",
+    "data_source": "embedded corpus (420 documents, generated in-package)",
+}
+SOURCE = "process peak resident memory since process start (getrusage ru_maxrss), CPU"
+
+
+def run(mode, rank, step_time, peak, trainable, loss_start):
+    estimate = {
+        "weights": 500_000_000,
+        "gradients": 4 * trainable,
+        "optimizer_state": 8 * trainable,
+        "activations": 600_000_000,
+    }
+    estimate["total"] = sum(estimate.values())
+    return {
+        "mode": mode,
+        "rank": rank,
+        "status": "ok",
+        "error": None,
+        "trainable_params": trainable,
+        "total_params": 124_439_808,
+        "step_time_s": step_time,
+        "step_time_p25_s": 0.9 * step_time,
+        "step_time_p75_s": 1.2 * step_time,
+        "step_time_min_s": 0.8 * step_time,
+        "step_time_max_s": 1.5 * step_time,
+        "first_step_s": 12.1,
+        "tokens_per_s": 512 / step_time,
+        "steps": 6,
+        "peak_memory_bytes": peak,
+        "memory_source": SOURCE,
+        "memory_over_steps": [peak - 10_000_000 * (5 - i) for i in range(6)],
+        "estimated_memory_bytes": estimate["total"],
+        "estimate": estimate,
+        "loss": [loss_start - 0.1 * i for i in range(6)],
+        "wall_time_s": 60.2,
+    }
+
+
+def failed(mode, rank, status, error):
+    return {"mode": mode, "rank": rank, "status": status, "error": error, "loss": None}
+
+
+def results(kind, runs):
+    config = {"kind": kind, "preset": "gpt2_base_en", "weights": "random", "data": "embedded"}
+    config.update({"modes": ["full", "lora"], "steps": 6, "batch_size": 4, "sequence_length": 128})
+    config.update({"rank": 4, "ranks": [1, 2, 4] if kind == "sweep" else None, "seed": 0})
+    return {
+        "schema_version": 1,
+        "created": "2026-11-28T10:00:00Z",
+        "environment": ENVIRONMENT,
+        "config": config,
+        "runs": runs,
+    }
+
+
+COMPARE = results(
+    "compare",
+    [
+        run("full", None, 1.38, 5_123_456_789, 124_439_808, 10.9),
+        {
+            **run("lora", 4, 0.61, 2_100_000_000, 147_456, 10.8),
+            "samples": [{"prompt": "The tree", "text": "The tree grows | tall.", "seconds": 1.2}],
+        },
+        failed("lora", 64, "oom", "ResourceExhaustedError: OOM when allocating tensor"),
+    ],
+)
+SWEEP = results(
+    "sweep",
+    [run("full", None, 1.38, 5_123_456_789, 124_439_808, 10.9)]
+    + [run("lora", r, 0.6 + 0.01 * r, 2_000_000_000 + r, 36_864 * r, 10.8) for r in (1, 2, 4)]
+    + [failed("lora", 8, "timeout", "no result after 600 s")],
+)
+
+
+def write(folder, data):
+    (folder / "results.json").write_text(json.dumps(data))
+
+
+def embedded_images(markdown):
+    return re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+
+
+def assert_real_png(path):
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert path.stat().st_size > 5_000
+    assert matplotlib.image.imread(path).shape[0] > 100
+
+
+def test_compare_report_embeds_exactly_its_plots_and_lists_the_failure(tmp_path):
+    write(tmp_path, COMPARE)
+    path = write_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert path == os.path.join(tmp_path, "report.md")
+    pngs = sorted(name for name in os.listdir(tmp_path) if name.endswith(".png"))
+    assert pngs == ["loss.png", "memory.png", "memory_over_steps.png", "step_time.png"]
+    assert sorted(embedded_images(markdown)) == pngs
+    for name in pngs:
+        assert_real_png(tmp_path / name)
+    assert markdown.startswith("# full vs lora on gpt2_base_en: step time and peak memory")
+    assert (
+        "| lora r=4 | ok | 147,456 | 0.118% | 12.10 s | 610.0 ms | 0.44x | 839 | 1.96 GiB |"
+        in markdown
+    )
+    assert "| lora r=64 | oom | n/a |" in markdown
+    assert "### lora r=64: oom\n\n```text\nResourceExhaustedError: OOM" in markdown
+    assert f"| device | {ENVIRONMENT['device']} |" in markdown
+    assert "- optimizer_state: 949.40 MiB" in markdown
+    # lora: 2.1e9 bytes measured over an estimate of 1.1e9 + 12 x 147,456 bytes.
+    assert "(1.91x the estimate)" in markdown
+    assert "The tree grows | tall." in markdown
+
+
+def test_redrawing_gives_the_same_report(tmp_path):
+    write(tmp_path, COMPARE)
+    write_report(tmp_path)
+    first = (tmp_path / "report.md").read_text()
+    write_report(tmp_path)
+    assert (tmp_path / "report.md").read_text() == first
+
+
+def test_sweep_report_adds_the_rank_plot(tmp_path):
+    write(tmp_path, SWEEP)
+    write_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith("# LoRA rank sweep on gpt2_base_en")
+    assert "sweep.png" in embedded_images(markdown)
+    assert_real_png(tmp_path / "sweep.png")
+    assert "### lora r=8: timeout" in markdown
+
+
+def test_plots_without_data_are_neither_embedded_nor_left_behind(tmp_path):
+    write(tmp_path, SWEEP)
+    write_report(tmp_path)
+    write(tmp_path, results("compare", [failed("full", None, "failed", "Traceback ...")]))
+    write_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert embedded_images(markdown) == []
+    assert not [name for name in os.listdir(tmp_path) if name.endswith(".png")]
+    assert "### full: failed" in markdown
+
+
+def test_missing_results_is_an_error_naming_the_file(tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=re.escape(f"{tmp_path / 'results.json'} not found")
+    ):
+        write_report(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "is not valid JSON"),
+        (json.dumps({"schema_version": 2}), "has schema_version 2, but this lora_keras reads"),
+        (json.dumps({"schema_version": 1, "runs": []}), "lacks environment, config: rerun"),
+        (json.dumps({**COMPARE, "runs": [{"mode": "full"}]}), "run 0 lacks status: rerun"),
+    ],
+)
+def test_invalid_results_is_an_error_naming_the_file(tmp_path, content, message):
+    (tmp_path / "results.json").write_text(content)
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path / "results.json"))) as error:
+        write_report(tmp_path)
+    assert message in str(error.value)
