@@ -1,6 +1,8 @@
 """LoRA and its family for KerasHub GPT-2, with honest time and memory measurements."""
 
 from lora_keras.adapters import load_adapter, save_adapter
+from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
+from lora_keras.experiments import compare, sweep
 from lora_keras.gpt2_surgery import TARGETS
 from lora_keras.injection import (
     LoraGPT2Backbone,
@@ -11,6 +13,54 @@ from lora_keras.injection import (
     unwrap_lora,
 )
 from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+from lora_keras.measure import (
+    LossHistory,
+    MemoryCallback,
+    StepTimeCallback,
+    estimate_for_model,
+    estimate_training_memory,
+    explain_estimate,
+    format_bytes,
+    memory_probe,
+)
+from lora_keras.models import GPT2_ARCHITECTURES, KNOWN_PRESETS, load_gpt2, pretrained_reachable
+from lora_keras.report import write_report
 from lora_keras.summary import format_trainable_summary, trainable_summary
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "GPT2_ARCHITECTURES",
+    "KNOWN_PRESETS",
+    "TARGETS",
+    "BaseLoraLayer",
+    "LoraDense",
+    "LoraEinsumDense",
+    "LoraGPT2Backbone",
+    "LossHistory",
+    "MemoryCallback",
+    "StepTimeCallback",
+    "apply_lora",
+    "compare",
+    "embedded_corpus",
+    "estimate_for_model",
+    "estimate_training_memory",
+    "explain_estimate",
+    "format_bytes",
+    "format_trainable_summary",
+    "load_adapter",
+    "load_gpt2",
+    "load_texts",
+    "lora_layers",
+    "make_lm_datasets",
+    "memory_probe",
+    "merge_lora",
+    "preprocessor_detached",
+    "pretrained_reachable",
+    "save_adapter",
+    "sweep",
+    "trainable_summary",
+    "unmerge_lora",
+    "unwrap_lora",
+    "write_report",
+]

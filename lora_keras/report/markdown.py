@@ -55,25 +55,34 @@ def _table(heading, mapping):
     return f"## {heading}\n\n| | |\n|---|---|\n{rows}"
 
 
-def _summary(runs):
+def summary_cells(runs):
+    """One tuple of cell texts a run, in the order of `SUMMARY_COLUMNS`."""
     full = full_run(runs)
-    rows = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
-    for run in runs:
-        cells = (
-            run_label(run),
-            run["status"],
-            _optional(run.get("trainable_params"), "{:,}"),
-            _share(run.get("trainable_params"), run.get("total_params")),
-            _optional(run.get("first_step_s"), _seconds),
-            _optional(run.get("step_time_s"), _seconds),
-            _ratio(run, full),
-            _optional(run.get("tokens_per_s"), "{:,.0f}"),
-            _optional(run.get("peak_memory_bytes"), format_bytes),
-            run.get("memory_source") or MISSING,
-            _optional(run.get("estimated_memory_bytes"), format_bytes),
-            _optional((run.get("loss") or [None])[-1], "{:.4f}"),
+    return [
+        tuple(
+            _cell(cell)
+            for cell in (
+                run_label(run),
+                run["status"],
+                _optional(run.get("trainable_params"), "{:,}"),
+                _share(run.get("trainable_params"), run.get("total_params")),
+                _optional(run.get("first_step_s"), _seconds),
+                _optional(run.get("step_time_s"), _seconds),
+                _ratio(run, full),
+                _optional(run.get("tokens_per_s"), "{:,.0f}"),
+                _optional(run.get("peak_memory_bytes"), format_bytes),
+                run.get("memory_source") or MISSING,
+                _optional(run.get("estimated_memory_bytes"), format_bytes),
+                _optional((run.get("loss") or [None])[-1], "{:.4f}"),
+            )
         )
-        rows.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        for run in runs
+    ]
+
+
+def _summary(runs):
+    rows = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
+    rows += ["| " + " | ".join(cells) + " |" for cells in summary_cells(runs)]
     note = (
         "Step time: the median of the steps after the first, which traces and compiles and is "
         "shown apart. Peak memory: as its source says; the estimate is explained below."

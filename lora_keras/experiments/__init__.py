@@ -1,0 +1,5 @@
+from lora_keras.experiments.compare import compare
+from lora_keras.experiments.sweep import sweep
+from lora_keras.experiments.train_one import MODES
+
+__all__ = ["MODES", "compare", "sweep"]

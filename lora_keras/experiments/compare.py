@@ -1,0 +1,171 @@
+"""`lk.compare`: full fine-tuning against LoRA, each in its own process, into one report.
+
+The orchestrating process imports no backend, so a notebook that calls
+`compare` does not hold the accelerator while its children measure.
+"""
+
+import datetime
+import os
+
+from lora_keras.experiments.isolated_run import run_isolated
+from lora_keras.experiments.train_one import MODES
+from lora_keras.io_utils import atomic_write_json
+
+DEFAULT_RESULTS_ROOT = "lora-keras-results"
+KERASHUB_PRESETS = ("gpt2_base_en", "gpt2_medium_en", "gpt2_large_en", "gpt2_extra_large_en")
+
+
+def _say(message):
+    print(message, flush=True)
+
+
+def choose_weights(preset, weights):
+    """`weights`, or for `None`: pretrained when the download host answers, else random."""
+    if weights is not None:
+        if weights not in ("pretrained", "random"):
+            raise ValueError(f"weights must be 'pretrained' or 'random', got '{weights}'.")
+        return weights, f"weights='{weights}' as asked"
+    if preset not in KERASHUB_PRESETS:
+        # A local folder holds its own weights; gpt2_tiny only exists with random ones.
+        return (
+            ("random", "gpt2_tiny has no pretrained weights")
+            if preset == "gpt2_tiny"
+            else (
+                "pretrained",
+                "a local preset folder carries its weights",
+            )
+        )
+    from lora_keras.models import pretrained_reachable
+
+    if pretrained_reachable():
+        return "pretrained", "the KerasHub download host answered"
+    return "random", "NO NETWORK: the KerasHub download host did not answer"
+
+
+def new_results_folder(out, kind):
+    """Creates a fresh folder; an existing non-empty one is refused, never overwritten."""
+    if out is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = os.path.join(DEFAULT_RESULTS_ROOT, f"{kind}-{stamp}")
+    if os.path.isdir(out) and os.listdir(out):
+        raise FileExistsError(
+            f"'{out}' already holds files (an earlier report?). Choose a new --out folder; "
+            "lora-keras never overwrites a report."
+        )
+    os.makedirs(out, exist_ok=True)
+    return out
+
+
+def run_specs(specs, config, out, echo=True, timeout_s=None):
+    """Runs each spec in its own process, saving results.json after every run.
+
+    A run that fails is recorded with its status and error and the others go
+    on; an interrupted comparison keeps every run that finished.
+    """
+    from lora_keras.report import write_report
+
+    results = {"schema_version": 1, "created": _now(), "environment": {}, "config": config}
+    results["runs"] = []
+    results_path = os.path.join(out, "results.json")
+    for index, spec in enumerate(specs, start=1):
+        _say(
+            f"\n[{index}/{len(specs)}] {spec['name']}: {spec['steps']} steps, "
+            f"batch {spec['batch_size']} x {spec['sequence_length']} tokens"
+        )
+        record = run_isolated(spec, os.path.join(out, "runs"), echo=echo, timeout_s=timeout_s)
+        record.setdefault("name", spec["name"])
+        if record["status"] == "ok" and not results["environment"]:
+            results["environment"] = _environment(record)
+        results["runs"].append(record)
+        atomic_write_json(results_path, results)
+        _say(
+            f"[{index}/{len(specs)}] {spec['name']}: {record['status']}"
+            + (f" ({record['error']})" if record.get("error") else "")
+        )
+    write_report(out)
+    return results
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _environment(record):
+    provenance = record.get("provenance", {})
+    if provenance.get("weights") == "random":
+        weights = f"random weights, {provenance.get('preset')} architecture (no download)"
+    else:
+        weights = f"pretrained weights of {provenance.get('preset')} ({provenance.get('source')})"
+    return {
+        **record.get("environment", {}),
+        "weights_source": weights,
+        "tokenizer_source": provenance.get("tokenizer"),
+        "data_source": record.get("data_source"),
+    }
+
+
+def compare(
+    preset="gpt2_base_en",
+    weights=None,
+    data="embedded",
+    modes=("full", "lora"),
+    steps=20,
+    batch_size=4,
+    sequence_length=128,
+    rank=4,
+    alpha=32.0,
+    targets=("query", "value"),
+    learning_rate=5e-5,
+    seed=0,
+    out=None,
+    sample_prompts=(),
+    timeout_s=None,
+    verbose=True,
+):
+    """Trains each mode in a fresh process on the same data, seed and optimizer.
+
+    Args:
+        preset: a GPT-2 preset name, a local preset folder, or "gpt2_tiny".
+        weights: "pretrained", "random", or None (pretrained when the download
+            host answers, else random, said loudly).
+        data: "embedded", "reddit_tifu", or a path (see `lk.load_texts`).
+        modes: training modes among `lora_keras.experiments.train_one.MODES`.
+        steps: training steps per mode (the first is reported apart).
+        out: a new folder for results.json, report.md and the plots.
+        sample_prompts: prompts to generate from after training (timed).
+        timeout_s: stop a run that takes longer than this.
+
+    Returns:
+        The results dict also written to `out/results.json`.
+    """
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown or not modes:
+        raise ValueError(f"Unknown mode(s) {unknown or list(modes)}. Known: {', '.join(MODES)}.")
+    if steps < 2:
+        raise ValueError(f"steps must be at least 2 (the first is timed apart), got {steps}.")
+    weights, why = choose_weights(preset, weights)
+    _say(f"weights: {weights} ({why})")
+    out = new_results_folder(out, "compare")
+    config = {
+        "kind": "compare",
+        "preset": preset,
+        "weights": weights,
+        "data": data,
+        "modes": list(modes),
+        "steps": steps,
+        "batch_size": batch_size,
+        "sequence_length": sequence_length,
+        "rank": rank,
+        "ranks": None,
+        "alpha": alpha,
+        "targets": list(targets),
+        "learning_rate": learning_rate,
+        "seed": seed,
+    }
+    specs = [
+        dict(config, name=mode, mode=mode, sample_prompts=list(sample_prompts), verbose=1)
+        for mode in modes
+    ]
+    results = run_specs(specs, config, out, echo=verbose, timeout_s=timeout_s)
+    results["folder"] = out
+    return results

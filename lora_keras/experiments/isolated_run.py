@@ -1,0 +1,100 @@
+"""Runs one training configuration in a fresh Python process and reads back its result.
+
+A fresh process per run is what makes the comparison honest: peak memory
+(process RSS on a CPU, the allocator's peak on a GPU) and compiled graphs start
+from nothing, and a run that crashes or runs out of memory takes only itself
+down. The child's output is relayed line by line (progress bars included), so a
+terminal or a notebook shows it live, and is kept in a log beside the results.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+from lora_keras.io_utils import atomic_write_json
+
+_OOM_MARKERS = ("ResourceExhaustedError", "out of memory", "OutOfMemoryError", "OOM when")
+
+
+def _classify_failure(returncode, log_tail):
+    if any(marker in log_tail for marker in _OOM_MARKERS):
+        return "oom"
+    if returncode == -9:
+        # SIGKILL with no Python traceback: on Linux almost always the kernel's OOM killer.
+        return "oom"
+    return "failed"
+
+
+def _relay(stream, log_file, echo):
+    """Copies the child's output to the log (and the screen) until it closes."""
+    for chunk in iter(lambda: stream.read1(4096), b""):
+        log_file.write(chunk)
+        log_file.flush()
+        if echo:
+            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+            sys.stdout.flush()
+
+
+def run_isolated(spec, run_folder, echo=True, timeout_s=None):
+    """Trains `spec` in a child process; returns its run record, failed or not.
+
+    Args:
+        spec: a JSON-serializable dict for `lora_keras.experiments.train_one`.
+        run_folder: where `<name>.spec.json`, `<name>.json` and `<name>.log` go.
+        echo: relay the child's output to this process's stdout.
+        timeout_s: kill the child after this many seconds (status "timeout").
+
+    Returns:
+        The child's run record, or `{"mode", "status", "error", ...}` if it
+        failed, ran out of memory or timed out.
+    """
+    os.makedirs(run_folder, exist_ok=True)
+    name = spec["name"]
+    spec_path = os.path.join(run_folder, f"{name}.spec.json")
+    result_path = os.path.join(run_folder, f"{name}.json")
+    log_path = os.path.join(run_folder, f"{name}.log")
+    atomic_write_json(spec_path, spec)
+    command = [sys.executable, "-m", "lora_keras.experiments.run_child", spec_path, result_path]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    start = time.perf_counter()
+    status = None
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+        )
+        relay = threading.Thread(target=_relay, args=(process.stdout, log_file, echo))
+        relay.start()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            status = "timeout"
+        except KeyboardInterrupt:
+            process.kill()
+            raise
+        finally:
+            relay.join()
+    wall_time = time.perf_counter() - start
+    if status is None and process.returncode == 0 and os.path.exists(result_path):
+        with open(result_path) as file:
+            return json.load(file)
+    with open(log_path, "rb") as file:
+        tail = file.read()[-3000:].decode("utf-8", errors="replace")
+    if status == "timeout":
+        error = f"killed after {timeout_s} s (timeout)"
+    else:
+        status = _classify_failure(process.returncode, tail)
+        last_lines = [line for line in tail.strip().splitlines() if line.strip()][-5:]
+        error = f"exit code {process.returncode}: " + " | ".join(last_lines)
+    return {
+        "mode": spec["mode"],
+        "rank": spec.get("rank"),
+        "status": status,
+        "error": error,
+        "log": os.path.basename(log_path),
+        "wall_time_s": wall_time,
+    }

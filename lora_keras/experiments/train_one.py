@@ -1,0 +1,119 @@
+"""Trains one configuration and measures it: what the child process of a comparison runs.
+
+Everything a report says about a run comes from here: the callbacks' step
+times, memory and per-step loss, the trainable counts, the estimate. The parent
+(`compare`) only orchestrates; it never imports a backend, so it never holds
+the accelerator that this process measures.
+"""
+
+import time
+
+
+def _setup_full(lm, spec):
+    """Full fine-tuning: every weight trains, as the model comes."""
+
+
+def _setup_lora(lm, spec):
+    from lora_keras.injection import apply_lora
+
+    apply_lora(lm, rank=spec["rank"], alpha=spec["alpha"], targets=tuple(spec["targets"]))
+
+
+# A training mode is one more configuration of the same harness.
+MODES = {"full": _setup_full, "lora": _setup_lora}
+
+
+def _describe_data(source, texts):
+    documents = int(texts.cardinality())
+    if source == "embedded":
+        return f"embedded corpus ({documents:,} documents generated in-package, no download)"
+    if source == "reddit_tifu":
+        return f"TFDS reddit_tifu ({documents:,} documents)"
+    return f"local text {source} ({documents:,} documents)"
+
+
+def _samples(lm, prompts, max_length):
+    samples = []
+    for prompt in prompts:
+        start = time.perf_counter()
+        text = lm.generate(prompt, max_length=max_length)
+        samples.append({"prompt": prompt, "text": text, "seconds": time.perf_counter() - start})
+    return samples
+
+
+def train_one(spec):
+    """Trains the model of `spec` for `spec["steps"]` steps and measures it.
+
+    Args:
+        spec: a dict with `mode`, `preset`, `weights`, `data`, `steps`,
+            `batch_size`, `sequence_length`, `rank`, `alpha`, `targets`,
+            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty).
+
+    Returns:
+        The run record of `results.json` (see `lora_keras.experiments.compare`).
+    """
+    import keras
+
+    from lora_keras.data import load_texts, make_lm_datasets, preprocessor_detached
+    from lora_keras.experiments.environment import describe_environment
+    from lora_keras.measure import (
+        LossHistory,
+        MemoryCallback,
+        StepTimeCallback,
+        estimate_for_model,
+    )
+    from lora_keras.models import load_gpt2
+    from lora_keras.summary import trainable_summary
+
+    if spec["mode"] not in MODES:
+        raise ValueError(f"Unknown mode '{spec['mode']}'. Known modes: {', '.join(MODES)}.")
+    start = time.perf_counter()
+    memory = MemoryCallback()
+    keras.utils.set_random_seed(spec["seed"])
+    lm = load_gpt2(spec["preset"], weights=spec["weights"], sequence_length=spec["sequence_length"])
+    texts = load_texts(spec["data"])
+    train_ds, _ = make_lm_datasets(
+        texts, lm, batch_size=spec["batch_size"], num_batches=spec["steps"], seed=spec["seed"]
+    )
+    data_source = _describe_data(spec["data"], texts)
+    MODES[spec["mode"]](lm, spec)
+    lm.compile(
+        # The tutorial's optimizer, the same for every mode.
+        optimizer=keras.optimizers.AdamW(
+            learning_rate=spec["learning_rate"],
+            weight_decay=0.01,
+            epsilon=1e-6,
+            global_clipnorm=1.0,
+        ),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    timer = StepTimeCallback(tokens_per_step=spec["batch_size"] * spec["sequence_length"])
+    losses = LossHistory()
+    with preprocessor_detached(lm):
+        lm.fit(
+            train_ds, epochs=1, callbacks=[memory, timer, losses], verbose=spec.get("verbose", 1)
+        )
+    counts = trainable_summary(lm)
+    estimate = estimate_for_model(lm, spec["batch_size"], spec["sequence_length"])
+    record = {
+        "mode": spec["mode"],
+        "rank": spec["rank"] if spec["mode"] != "full" else None,
+        "status": "ok",
+        "error": None,
+        "trainable_params": counts["trainable"],
+        "total_params": counts["total"],
+        **timer.summary(),
+        "peak_memory_bytes": memory.peak_bytes,
+        "memory_source": memory.source,
+        "memory_over_steps": memory.history,
+        "estimated_memory_bytes": estimate["total"],
+        "estimate": estimate,
+        "loss": losses.losses,
+        "provenance": dict(lm.provenance),
+        "data_source": data_source,
+        "environment": describe_environment(),
+    }
+    if spec.get("sample_prompts"):
+        record["samples"] = _samples(lm, spec["sample_prompts"], spec.get("sample_length", 64))
+    record["wall_time_s"] = time.perf_counter() - start
+    return record

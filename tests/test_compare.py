@@ -1,0 +1,188 @@
+import importlib
+import json
+import pathlib
+
+import matplotlib.image
+import pytest
+
+import lora_keras as lk
+from lora_keras import cli
+from lora_keras.experiments.compare import choose_weights, new_results_folder, run_specs
+from lora_keras.experiments.isolated_run import _classify_failure, run_isolated
+
+RUN_FIELDS = (
+    "mode",
+    "status",
+    "trainable_params",
+    "total_params",
+    "step_time_s",
+    "first_step_s",
+    "tokens_per_s",
+    "peak_memory_bytes",
+    "memory_source",
+    "estimated_memory_bytes",
+    "loss",
+)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    # The children inherit it: the tokenizer they train is cached away from the user's home.
+    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
+def tiny_spec(name, **changes):
+    spec = {
+        "name": name,
+        "mode": "lora",
+        "preset": "gpt2_tiny",
+        "weights": "random",
+        "data": "embedded",
+        "steps": 2,
+        "batch_size": 2,
+        "sequence_length": 32,
+        "rank": 2,
+        "alpha": 4.0,
+        "targets": ["query", "value"],
+        "learning_rate": 1e-3,
+        "seed": 0,
+        "sample_prompts": [],
+        "verbose": 0,
+    }
+    spec.update(changes)
+    return spec
+
+
+@pytest.mark.large
+def test_tiny_compare_writes_a_complete_report(tmp_path, capsys):
+    out = tmp_path / "report"
+    results = lk.compare(
+        preset="gpt2_tiny",
+        weights="random",
+        steps=3,
+        batch_size=2,
+        sequence_length=32,
+        rank=2,
+        out=str(out),
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["runs"] == results["runs"]
+    assert saved["config"]["modes"] == ["full", "lora"]
+    for key in ("backend", "device", "cpu_count", "weights_source", "data_source"):
+        assert saved["environment"][key], key
+    full, lora = saved["runs"]
+    for run in (full, lora):
+        assert run["status"] == "ok", run.get("error")
+        assert all(run.get(field) is not None for field in RUN_FIELDS)
+        assert len(run["loss"]) == 3
+        assert run["peak_memory_bytes"] > 0
+        assert "process peak resident memory" in run["memory_source"]
+    assert lora["trainable_params"] < full["trainable_params"] == full["total_params"]
+    assert lora["estimate"]["optimizer_state"] == 2 * lora["trainable_params"] * 4
+
+    report = (out / "report.md").read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs, "no plots were drawn"
+    for name in pngs:
+        assert f"]({name})" in report
+        assert matplotlib.image.imread(out / name).shape[0] > 100
+    printed = capsys.readouterr().out
+    assert "[1/2] full" in printed and "[2/2] lora" in printed
+
+    # `lora-keras report` redraws the same report from results.json alone.
+    (out / "report.md").unlink()
+    assert cli.main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+
+
+@pytest.mark.large
+def test_a_failed_run_is_recorded_and_the_next_one_finishes(tmp_path):
+    specs = [
+        tiny_spec("broken", data=str(tmp_path / "no-such-file.txt")),
+        tiny_spec("lora"),
+    ]
+    config = {"kind": "compare", "preset": "gpt2_tiny", "modes": ["lora"]}
+    results = run_specs(specs, config, str(tmp_path / "out"), echo=False)
+    broken, finished = results["runs"]
+    assert broken["status"] == "failed"
+    assert "FileNotFoundError" in broken["error"] and "no-such-file.txt" in broken["error"]
+    assert finished["status"] == "ok"
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [run["status"] for run in saved["runs"]] == ["failed", "ok"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Failed runs\n\n### lora r=2: failed" in report
+    assert "no-such-file.txt" in report
+
+
+def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
+    record = run_isolated(tiny_spec("slow"), str(tmp_path), echo=False, timeout_s=0.5)
+    assert record["status"] == "timeout"
+    assert record["error"] == "killed after 0.5 s (timeout)"
+
+
+@pytest.mark.parametrize(
+    "returncode, tail, status",
+    [
+        (1, "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when", "oom"),
+        (1, "torch.OutOfMemoryError: CUDA out of memory", "oom"),
+        (-9, "", "oom"),
+        (1, "ValueError: bad", "failed"),
+    ],
+)
+def test_failures_are_classified(returncode, tail, status):
+    assert _classify_failure(returncode, tail) == status
+
+
+def test_an_existing_report_is_never_overwritten(tmp_path):
+    (tmp_path / "results.json").write_text("{}")
+    with pytest.raises(FileExistsError, match="already holds files .* Choose a new --out folder"):
+        new_results_folder(str(tmp_path), "compare")
+    assert new_results_folder(str(tmp_path / "new"), "compare") == str(tmp_path / "new")
+
+
+def test_default_weights_follow_the_network(monkeypatch):
+    monkeypatch.setattr(lk.models, "pretrained_reachable", lambda: False)
+    assert choose_weights("gpt2_base_en", None) == (
+        "random",
+        "NO NETWORK: the KerasHub download host did not answer",
+    )
+    monkeypatch.setattr(lk.models, "pretrained_reachable", lambda: True)
+    assert choose_weights("gpt2_base_en", None)[0] == "pretrained"
+    assert choose_weights("gpt2_tiny", None)[0] == "random"
+    assert choose_weights("gpt2_base_en", "random") == ("random", "weights='random' as asked")
+    with pytest.raises(ValueError, match="weights must be 'pretrained' or 'random', got 'best'"):
+        choose_weights("gpt2_base_en", "best")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"modes": ("full", "qlora9")}, "Unknown mode\\(s\\) \\['qlora9'\\]. Known: full, lora"),
+        ({"steps": 1}, "steps must be at least 2 \\(the first is timed apart\\), got 1"),
+    ],
+)
+def test_compare_refuses_bad_arguments(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        lk.compare(preset="gpt2_tiny", out=str(tmp_path / "x"), **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_sweep_refuses_bad_ranks(tmp_path):
+    with pytest.raises(ValueError, match="ranks must be integers of at least 1, got \\[4, 0\\]"):
+        lk.sweep(ranks=(4, 0), preset="gpt2_tiny", out=str(tmp_path / "x"))
+
+
+def test_cli_version_and_errors(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lora-keras {lk.__version__}"
+    assert cli.main(["report", str(tmp_path / "missing")]) == 2
+    assert "lora-keras: error:" in capsys.readouterr().err
+
+
+def test_compare_module_has_no_backend_import():
+    """The orchestrator must not hold the accelerator its children measure."""
+    module = importlib.import_module("lora_keras.experiments.compare")
+    source = pathlib.Path(module.__file__).read_text()
+    assert "import tensorflow" not in source and "import keras" not in source
