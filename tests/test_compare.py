@@ -186,3 +186,42 @@ def test_compare_module_has_no_backend_import():
     module = importlib.import_module("lora_keras.experiments.compare")
     source = pathlib.Path(module.__file__).read_text()
     assert "import tensorflow" not in source and "import keras" not in source
+
+
+class FakeTensorFlow:
+    """Stands in for `tensorflow` with one GPU, recording memory-growth requests."""
+
+    def __init__(self, initialized):
+        self.grown = []
+        fake = self
+
+        class Experimental:
+            @staticmethod
+            def set_memory_growth(gpu, value):
+                if initialized:
+                    raise RuntimeError(
+                        "Physical devices cannot be modified after being initialized"
+                    )
+                fake.grown.append((gpu, value))
+
+        class Config:
+            experimental = Experimental
+
+            @staticmethod
+            def list_physical_devices(kind):
+                return ["GPU:0"] if kind == "GPU" else []
+
+        self.config = Config
+
+
+@pytest.mark.parametrize("initialized", [False, True])
+def test_the_calling_process_lets_go_of_the_gpu(monkeypatch, capsys, initialized):
+    from lora_keras.experiments.compare import keep_this_process_off_the_gpu
+
+    fake = FakeTensorFlow(initialized)
+    monkeypatch.setitem(__import__("sys").modules, "tensorflow", fake)
+    keep_this_process_off_the_gpu()
+    if initialized:
+        assert "already initialized the GPU" in capsys.readouterr().out
+    else:
+        assert fake.grown == [("GPU:0", True)]

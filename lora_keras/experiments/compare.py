@@ -6,6 +6,7 @@ The orchestrating process imports no backend, so a notebook that calls
 
 import datetime
 import os
+import sys
 
 from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.train_one import MODES
@@ -40,6 +41,27 @@ def choose_weights(preset, weights):
     if pretrained_reachable():
         return "pretrained", "the KerasHub download host answered"
     return "random", "NO NETWORK: the KerasHub download host did not answer"
+
+
+def keep_this_process_off_the_gpu():
+    """Stops TensorFlow in this process from taking all GPU memory while children measure.
+
+    TensorFlow maps every GPU's whole memory the first time it runs an op. Asking
+    for memory growth first makes it take only what it uses; it cannot be asked
+    once the GPU is initialized, which this warns about.
+    """
+    tf = sys.modules.get("tensorflow")
+    if tf is None:
+        return
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            _say(
+                "warning: this process already initialized the GPU and may hold its memory "
+                "while the runs measure; call lk.compare before running TensorFlow ops here."
+            )
+            return
 
 
 def new_results_folder(out, kind):
@@ -146,6 +168,7 @@ def compare(
     weights, why = choose_weights(preset, weights)
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(out, "compare")
+    keep_this_process_off_the_gpu()
     config = {
         "kind": "compare",
         "preset": preset,

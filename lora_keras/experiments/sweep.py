@@ -1,6 +1,11 @@
 """`lk.sweep`: LoRA at several ranks, each in its own process, into one report."""
 
-from lora_keras.experiments.compare import choose_weights, new_results_folder, run_specs
+from lora_keras.experiments.compare import (
+    choose_weights,
+    keep_this_process_off_the_gpu,
+    new_results_folder,
+    run_specs,
+)
 
 
 def sweep(
@@ -34,6 +39,7 @@ def sweep(
     weights, why = choose_weights(preset, weights)
     print(f"weights: {weights} ({why})", flush=True)
     out = new_results_folder(out, "sweep")
+    keep_this_process_off_the_gpu()
     config = {
         "kind": "sweep",
         "preset": preset,

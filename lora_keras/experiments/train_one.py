@@ -91,7 +91,11 @@ def train_one(spec):
     losses = LossHistory()
     with preprocessor_detached(lm):
         lm.fit(
-            train_ds, epochs=1, callbacks=[memory, timer, losses], verbose=spec.get("verbose", 1)
+            train_ds,
+            epochs=1,
+            shuffle=False,  # make_lm_datasets already shuffled, by the seed
+            callbacks=[memory, timer, losses],
+            verbose=spec.get("verbose", 1),
         )
     counts = trainable_summary(lm)
     estimate = estimate_for_model(lm, spec["batch_size"], spec["sequence_length"])

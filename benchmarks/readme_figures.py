@@ -1,0 +1,80 @@
+"""Rewrites README's "Measured here" section from the results files in benchmarks/results/.
+
+    python benchmarks/readme_figures.py
+
+No figure in README is typed by hand: this script reads each results file and writes the
+section between `<!-- figures:start -->` and `<!-- figures:end -->`.
+"""
+
+import json
+import pathlib
+
+from lora_keras.io_utils import atomic_write_text
+from lora_keras.report.markdown import SUMMARY_COLUMNS, summary_cells
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+START, END = "<!-- figures:start -->", "<!-- figures:end -->"
+COLUMNS = ("run", "trainable weights", "step time (median)", "vs full", "tokens/s", "peak memory",
+           "estimated memory", "final loss")
+
+
+def _compare_section(folder):
+    results = json.loads((folder / "results.json").read_text())
+    env, config = results["environment"], results["config"]
+    keep = [SUMMARY_COLUMNS.index(column) for column in COLUMNS]
+    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    rows += ["| " + " | ".join(cells[i] for i in keep) + " |"
+             for cells in summary_cells(results["runs"])]
+    relative = folder.relative_to(ROOT)
+    return "\n".join([
+        f"### `lora-keras compare --out {relative}` ({results['created']})",
+        "",
+        f"{env['device']}, {env['backend']} {env['backend_version']}, keras {env['keras_version']}; "
+        f"{env['weights_source']}; {env['data_source']}; batch {config['batch_size']} x "
+        f"{config['sequence_length']} tokens, {config['steps']} steps a mode, AdamW. Peak memory: "
+        f"{results['runs'][0].get('memory_source', 'n/a')}.",
+        "",
+        *rows,
+        "",
+        f"Full report with plots: [{relative}/report.md]({relative}/report.md).",
+        "",
+        f"![peak memory]({relative}/memory.png)",
+    ])
+
+
+def _step_time_section(path):
+    result = json.loads(path.read_text())
+    runs = [run for run in result["runs"] if "error" not in run]
+    full = next(run["step_time_s"] for run in runs if run["config"] == "full")
+    rows = ["| config | trainable weights | step time (median) | vs full | first step |",
+            "|---|---|---|---|---|"]
+    rows += [f"| {run['config']} | {run['trainable_params']:,} | {run['step_time_s']:.2f} s | "
+             f"{run['step_time_s'] / full:.2f}x | {run['first_step_s']:.0f} s |" for run in runs]
+    forward = result["forward"]
+    lines = [f"### `python benchmarks/lora_step_time.py --out {path.relative_to(ROOT)}`", "",
+             f"{result['machine']}; {result['backend']}; {result['weights']}; batch "
+             f"{result['config']['batch_size']} x {result['config']['sequence_length']}, AdamW, "
+             "one process a configuration.", "", *rows]
+    if "error" not in forward:
+        base = forward["base_forward_s"]
+        lines += ["", "Forward pass, one process, same batch: base "
+                  f"{base:.3f} s, LoRA unmerged {forward['lora_unmerged_forward_s']:.3f} s "
+                  f"({forward['lora_unmerged_forward_s'] / base:.2f}x), merged "
+                  f"{forward['merged_forward_s']:.3f} s ({forward['merged_forward_s'] / base:.2f}x)."]
+    return "\n".join(lines)
+
+
+def main():
+    sections = [_compare_section(p.parent) for p in sorted(RESULTS.glob("*/results.json"))]
+    sections += [_step_time_section(p) for p in sorted(RESULTS.glob("lora_step_time*.json"))]
+    readme = (ROOT / "README.md").read_text()
+    head, rest = readme.split(START)
+    _, tail = rest.split(END)
+    body = "\n\n".join(sections) or "(no results yet)"
+    atomic_write_text(ROOT / "README.md", f"{head}{START}\n{body}\n{END}{tail}")
+    print(f"README.md: {len(sections)} result section(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""`load_texts`: documents as a `tf.data.Dataset` of strings, from TFDS, files, or the package."""
+
+import json
+import re
+from pathlib import Path
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from lora_keras.data.embedded_corpus import embedded_corpus
+
+FILE_SUFFIXES = (".txt", ".jsonl")
+# A blank line, possibly holding spaces, separates documents in a .txt file.
+_BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
+
+
+def _read_txt(path):
+    documents = (part.strip() for part in _BLANK_LINE.split(path.read_text(encoding="utf-8")))
+    return [document for document in documents if document]
+
+
+def _read_jsonl(path, text_field):
+    documents = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}).") from error
+        if text_field not in record:
+            raise ValueError(
+                f"{path}, line {number}: no {text_field!r} field; its fields are "
+                f"{sorted(record)}. Name the text's field with text_field=..."
+            )
+        if record[text_field].strip():
+            documents.append(record[text_field].strip())
+    return documents
+
+
+def _read_file(path, text_field):
+    if path.suffix not in FILE_SUFFIXES:
+        raise ValueError(
+            f"Cannot read {path}: texts come from .txt files (documents separated by blank lines) "
+            "or .jsonl files (one JSON object a line)."
+        )
+    documents = _read_txt(path) if path.suffix == ".txt" else _read_jsonl(path, text_field)
+    if not documents:
+        raise ValueError(f"{path} holds no text.")
+    return documents
+
+
+def _read_folder(folder, text_field):
+    files = sorted(path for path in folder.rglob("*") if path.suffix in FILE_SUFFIXES)
+    if not files:
+        raise ValueError(f"The folder {folder} holds no .txt or .jsonl file.")
+    return [document for path in files for document in _read_file(path, text_field)]
+
+
+def load_texts(source, split="train", text_field="text"):
+    """Documents as a `tf.data.Dataset` of scalar `tf.string`.
+
+    Args:
+        source: one of
+            - "embedded": the corpus shipped in this package (`embedded_corpus()`); no network.
+            - "reddit_tifu": TFDS's `reddit_tifu` documents, as the KerasHub LoRA tutorial
+              loads them (downloads on first use).
+            - a path: a `.txt` file (documents separated by blank lines), a `.jsonl` file with
+              one JSON object a line, or a folder holding such files (read in name order,
+              sub-folders included).
+        split: a TFDS split such as "train" or "train[:95%]". `reddit_tifu` has only "train";
+            local texts have only "train", and `make_lm_datasets` holds out validation data.
+        text_field: the field of a `.jsonl` record that holds its text.
+
+    Example:
+    ```python
+    texts = lk.load_texts("embedded")
+    print(next(iter(texts)).numpy()[:60])
+    ```
+    """
+    if source == "reddit_tifu":
+        reddit = tfds.load("reddit_tifu", split=split, as_supervised=True)
+        # `as_supervised` gives (document, title); the tutorial trains on the documents.
+        return reddit.map(lambda document, _: document)
+    if split != "train":
+        raise ValueError(
+            f"split={split!r} applies to TFDS sources; {source!r} has a single 'train' split. "
+            "Hold out validation data with make_lm_datasets(..., validation_batches=...)."
+        )
+    if source == "embedded":
+        documents = embedded_corpus()
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"No such file or folder: {str(path)!r}. A source is 'embedded', "
+                "'reddit_tifu', or a path to a .txt or .jsonl file or a folder of them."
+            )
+        documents = (
+            _read_folder(path, text_field) if path.is_dir() else _read_file(path, text_field)
+        )
+    return tf.data.Dataset.from_tensor_slices(tf.constant(documents, dtype=tf.string))
