@@ -5,6 +5,7 @@ import re
 import matplotlib.image
 import pytest
 
+from lora_keras.measure.units import format_bytes
 from lora_keras.report import write_report
 
 ENVIRONMENT = {
@@ -180,3 +181,24 @@ def test_invalid_results_is_an_error_naming_the_file(tmp_path, content, message)
     with pytest.raises(ValueError, match=re.escape(str(tmp_path / "results.json"))) as error:
         write_report(tmp_path)
     assert message in str(error.value)
+
+
+def test_runtime_floor_is_shown_beside_the_estimate(tmp_path):
+    with_runtime = results(
+        "compare",
+        [
+            {
+                **run("full", None, 1.38, 5_123_456_789, 124_439_808, 10.9),
+                "runtime_memory_bytes": 2**30,
+            }
+        ],
+    )
+    write(tmp_path, with_runtime)
+    write_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    floor = 2**30 + with_runtime["runs"][0]["estimate"]["total"]
+    assert (
+        "- runtime before the model was built (measured, same source): 1.00 GiB; "
+        f"with the estimate: {format_bytes(floor)}." in markdown
+    )
+    assert_real_png(tmp_path / "memory.png")

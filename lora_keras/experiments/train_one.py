@@ -61,6 +61,7 @@ def train_one(spec):
         MemoryCallback,
         StepTimeCallback,
         estimate_for_model,
+        memory_probe,
     )
     from lora_keras.models import load_gpt2
     from lora_keras.summary import trainable_summary
@@ -68,6 +69,9 @@ def train_one(spec):
     if spec["mode"] not in MODES:
         raise ValueError(f"Unknown mode '{spec['mode']}'. Known modes: {', '.join(MODES)}.")
     start = time.perf_counter()
+    # What the process holds before any model exists (on a CPU: Python, TensorFlow and
+    # its thread pools): the floor under every measured peak, beside the estimate.
+    runtime_memory = memory_probe().current_bytes()
     memory = MemoryCallback()
     keras.utils.set_random_seed(spec["seed"])
     lm = load_gpt2(spec["preset"], weights=spec["weights"], sequence_length=spec["sequence_length"])
@@ -110,6 +114,7 @@ def train_one(spec):
         "peak_memory_bytes": memory.peak_bytes,
         "memory_source": memory.source,
         "memory_over_steps": memory.history,
+        "runtime_memory_bytes": runtime_memory,
         "estimated_memory_bytes": estimate["total"],
         "estimate": estimate,
         "loss": losses.losses,

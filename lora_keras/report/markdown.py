@@ -116,6 +116,13 @@ def _where_the_memory_goes(runs):
     for run in runs:
         lines = [f"### {run_label(run)}", ""]
         lines += [f"- {sentence}" for sentence in explain_estimate(run["estimate"])]
+        if run.get("runtime_memory_bytes"):
+            floor = run["runtime_memory_bytes"] + run["estimate"]["total"]
+            lines.append(
+                f"- runtime before the model was built (measured, same source): "
+                f"{format_bytes(run['runtime_memory_bytes'])}; with the estimate: "
+                f"{format_bytes(floor)}."
+            )
         if run.get("peak_memory_bytes"):
             lines.append(
                 f"- measured peak: {format_bytes(run['peak_memory_bytes'])} "
