@@ -1,5 +1,6 @@
 """`load_texts` for every source, the embedded corpus, and `make_lm_datasets` feeding `fit`."""
 
+import importlib
 import json
 
 import keras
@@ -11,6 +12,8 @@ import tensorflow_datasets as tfds
 
 from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
 from lora_keras.models.tokenizer import local_gpt2_tokenizer
+
+load_texts_module = importlib.import_module("lora_keras.data.load_texts")
 
 
 def strings(dataset):
@@ -66,6 +69,7 @@ def test_load_texts_reddit_tifu_keeps_the_documents(monkeypatch):
         return tfds_load(*args, **kwargs)
 
     monkeypatch.setattr(tfds, "load", spy)
+    monkeypatch.setattr(load_texts_module, "host_reachable", lambda address: True)
     # The mock makes 5 random documents a split and ignores slicing, so the split is checked
     # as passed on.
     with tfds.testing.mock_data(num_examples=5):
@@ -73,6 +77,32 @@ def test_load_texts_reddit_tifu_keeps_the_documents(monkeypatch):
         assert texts.element_spec == tf.TensorSpec((), tf.string)
         assert len(strings(texts)) == 5
     assert calls == [(("reddit_tifu",), {"split": "train[:95%]", "as_supervised": True})]
+
+
+def test_load_texts_reddit_tifu_offline_fails_at_once(monkeypatch):
+    monkeypatch.setattr(load_texts_module, "host_reachable", lambda address: False)
+    monkeypatch.setattr(tfds, "load", lambda *args, **kwargs: pytest.fail("tfds.load was called"))
+    with pytest.raises(
+        RuntimeError,
+        match="it is not downloaded yet and drive.google.com does not answer. With no network, "
+        "use load_texts\\('embedded'\\)",
+    ):
+        load_texts("reddit_tifu")
+
+
+def test_load_texts_reddit_tifu_failing_download_says_what_to_do(monkeypatch):
+    monkeypatch.setattr(load_texts_module, "host_reachable", lambda address: True)
+
+    def offline(*args, **kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(tfds, "load", offline)
+    with pytest.raises(
+        RuntimeError,
+        match="Could not load TFDS reddit_tifu \\(OSError: Temporary failure in name resolution\\)"
+        ".*with no network, use load_texts\\('embedded'\\)",
+    ):
+        load_texts("reddit_tifu")
 
 
 def test_load_texts_txt_splits_documents_on_blank_lines(tmp_path):

@@ -9,12 +9,12 @@ import keras_hub
 import numpy as np
 import pytest
 
+from lora_keras import network
 from lora_keras.data import embedded_corpus, load_texts
 from lora_keras.models import (
     GPT2_ARCHITECTURES,
     KNOWN_PRESETS,
     load_gpt2,
-    network,
     pretrained_reachable,
     tokenizer,
 )

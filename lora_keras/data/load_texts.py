@@ -8,8 +8,11 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from lora_keras.data.embedded_corpus import embedded_corpus
+from lora_keras.network import host_reachable
 
 FILE_SUFFIXES = (".txt", ".jsonl")
+# Where TFDS downloads reddit_tifu from (its builder's `_URL`).
+REDDIT_TIFU_HOST = ("drive.google.com", 443)
 # A blank line, possibly holding spaces, separates documents in a .txt file.
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 
@@ -79,7 +82,23 @@ def load_texts(source, split="train", text_field="text"):
     ```
     """
     if source == "reddit_tifu":
-        reddit = tfds.load("reddit_tifu", split=split, as_supervised=True)
+        # Offline, TFDS retries its download for minutes; a prepared copy needs no network.
+        if not tfds.builder("reddit_tifu").is_prepared() and not host_reachable(REDDIT_TIFU_HOST):
+            raise RuntimeError(
+                "Could not load TFDS reddit_tifu: it is not downloaded yet and "
+                f"{REDDIT_TIFU_HOST[0]} does not answer. With no network, use load_texts('embedded') or a local "
+                ".txt/.jsonl file."
+            )
+        try:
+            reddit = tfds.load("reddit_tifu", split=split, as_supervised=True)
+        except Exception as error:
+            # TFDS fails in many ways offline (DNS, HTTP, a half-written download); all of
+            # them mean the same thing to a user, and the cause stays chained below.
+            raise RuntimeError(
+                f"Could not load TFDS reddit_tifu ({type(error).__name__}: {error}). It "
+                "downloads on first use; with no network, use load_texts('embedded') or a "
+                "local .txt/.jsonl file."
+            ) from error
         # `as_supervised` gives (document, title); the tutorial trains on the documents.
         return reddit.map(lambda document, _: document)
     if split != "train":

@@ -2,6 +2,6 @@
 
 from lora_keras.models.architectures import GPT2_ARCHITECTURES, KNOWN_PRESETS
 from lora_keras.models.load_gpt2 import load_gpt2
-from lora_keras.models.network import pretrained_reachable
+from lora_keras.network import pretrained_reachable
 
 __all__ = ["GPT2_ARCHITECTURES", "KNOWN_PRESETS", "load_gpt2", "pretrained_reachable"]

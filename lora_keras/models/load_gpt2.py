@@ -4,8 +4,8 @@ import os
 
 import keras_hub
 
+from lora_keras import network
 from lora_keras.data.embedded_corpus import embedded_corpus
-from lora_keras.models import network
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
 from lora_keras.models.tokenizer import local_gpt2_tokenizer
 

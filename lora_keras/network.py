@@ -25,7 +25,11 @@ def pretrained_reachable(timeout=3.0):
     weights = "pretrained" if lk.pretrained_reachable() else "random"
     ```
     """
-    address = download_host()
+    return host_reachable(download_host(), timeout)
+
+
+def host_reachable(address, timeout=3.0):
+    """Whether a TCP connection to `address`, a `(host, port)`, opens within `timeout` seconds."""
     reached = []
 
     def connect():
