@@ -15,8 +15,16 @@ from lora_keras.report.markdown import SUMMARY_COLUMNS, summary_cells
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 START, END = "<!-- figures:start -->", "<!-- figures:end -->"
-COLUMNS = ("run", "trainable weights", "step time (median)", "vs full", "tokens/s", "peak memory",
-           "estimated memory", "final loss")
+COLUMNS = (
+    "run",
+    "trainable weights",
+    "step time (median)",
+    "vs full",
+    "tokens/s",
+    "peak memory",
+    "estimated memory",
+    "final loss",
+)
 
 
 def _compare_section(folder):
@@ -24,44 +32,61 @@ def _compare_section(folder):
     env, config = results["environment"], results["config"]
     keep = [SUMMARY_COLUMNS.index(column) for column in COLUMNS]
     rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    rows += ["| " + " | ".join(cells[i] for i in keep) + " |"
-             for cells in summary_cells(results["runs"])]
+    rows += [
+        "| " + " | ".join(cells[i] for i in keep) + " |" for cells in summary_cells(results["runs"])
+    ]
     relative = folder.relative_to(ROOT)
-    return "\n".join([
-        f"### `lora-keras compare --out {relative}` ({results['created']})",
-        "",
-        f"{env['device']}, {env['backend']} {env['backend_version']}, keras {env['keras_version']}; "
-        f"{env['weights_source']}; {env['data_source']}; batch {config['batch_size']} x "
-        f"{config['sequence_length']} tokens, {config['steps']} steps a mode, AdamW. Peak memory: "
-        f"{results['runs'][0].get('memory_source', 'n/a')}.",
-        "",
-        *rows,
-        "",
-        f"Full report with plots: [{relative}/report.md]({relative}/report.md).",
-        "",
-        f"![peak memory]({relative}/memory.png)",
-    ])
+    return "\n".join(
+        [
+            f"### `lora-keras compare --out {relative}` ({results['created']})",
+            "",
+            f"{env['device']}, {env['backend']} {env['backend_version']}, "
+            f"keras {env['keras_version']}; "
+            f"{env['weights_source']}; {env['data_source']}; batch {config['batch_size']} x "
+            f"{config['sequence_length']} tokens, {config['steps']} steps a mode, AdamW. Peak memory: "
+            f"{results['runs'][0].get('memory_source', 'n/a')}.",
+            "",
+            *rows,
+            "",
+            f"Full report with plots: [{relative}/report.md]({relative}/report.md).",
+            "",
+            f"![peak memory]({relative}/memory.png)",
+        ]
+    )
 
 
 def _step_time_section(path):
     result = json.loads(path.read_text())
     runs = [run for run in result["runs"] if "error" not in run]
     full = next(run["step_time_s"] for run in runs if run["config"] == "full")
-    rows = ["| config | trainable weights | step time (median) | vs full | first step |",
-            "|---|---|---|---|---|"]
-    rows += [f"| {run['config']} | {run['trainable_params']:,} | {run['step_time_s']:.2f} s | "
-             f"{run['step_time_s'] / full:.2f}x | {run['first_step_s']:.0f} s |" for run in runs]
+    rows = [
+        "| config | trainable weights | step time (median) | vs full | first step |",
+        "|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {run['config']} | {run['trainable_params']:,} | {run['step_time_s']:.2f} s | "
+        f"{run['step_time_s'] / full:.2f}x | {run['first_step_s']:.0f} s |"
+        for run in runs
+    ]
     forward = result["forward"]
-    lines = [f"### `python benchmarks/lora_step_time.py --out {path.relative_to(ROOT)}`", "",
-             f"{result['machine']}; {result['backend']}; {result['weights']}; batch "
-             f"{result['config']['batch_size']} x {result['config']['sequence_length']}, AdamW, "
-             "one process a configuration.", "", *rows]
+    lines = [
+        f"### `python benchmarks/lora_step_time.py --out {path.relative_to(ROOT)}`",
+        "",
+        f"{result['machine']}; {result['backend']}; {result['weights']}; batch "
+        f"{result['config']['batch_size']} x {result['config']['sequence_length']}, AdamW, "
+        "one process a configuration.",
+        "",
+        *rows,
+    ]
     if "error" not in forward:
         base = forward["base_forward_s"]
-        lines += ["", "Forward pass, one process, same batch: base "
-                  f"{base:.3f} s, LoRA unmerged {forward['lora_unmerged_forward_s']:.3f} s "
-                  f"({forward['lora_unmerged_forward_s'] / base:.2f}x), merged "
-                  f"{forward['merged_forward_s']:.3f} s ({forward['merged_forward_s'] / base:.2f}x)."]
+        unmerged, merged = forward["lora_unmerged_forward_s"], forward["merged_forward_s"]
+        lines += [
+            "",
+            f"Forward pass, one process, same batch: base {base:.3f} s, LoRA unmerged "
+            f"{unmerged:.3f} s ({unmerged / base:.2f}x), merged {merged:.3f} s "
+            f"({merged / base:.2f}x).",
+        ]
     return "\n".join(lines)
 
 

@@ -86,8 +86,8 @@ def load_texts(source, split="train", text_field="text"):
         if not tfds.builder("reddit_tifu").is_prepared() and not host_reachable(REDDIT_TIFU_HOST):
             raise RuntimeError(
                 "Could not load TFDS reddit_tifu: it is not downloaded yet and "
-                f"{REDDIT_TIFU_HOST[0]} does not answer. With no network, use load_texts('embedded') or a local "
-                ".txt/.jsonl file."
+                f"{REDDIT_TIFU_HOST[0]} does not answer. With no network, use "
+                "load_texts('embedded') or a local .txt/.jsonl file."
             )
         try:
             reddit = tfds.load("reddit_tifu", split=split, as_supervised=True)
