@@ -43,8 +43,8 @@ def _compare_section(folder):
             f"{env['device']}, {env['backend']} {env['backend_version']}, "
             f"keras {env['keras_version']}; "
             f"{env['weights_source']}; {env['data_source']}; batch {config['batch_size']} x "
-            f"{config['sequence_length']} tokens, {config['steps']} steps a mode, AdamW. Peak memory: "
-            f"{results['runs'][0].get('memory_source', 'n/a')}.",
+            f"{config['sequence_length']} tokens, {config['steps']} steps a mode, AdamW. "
+            f"Peak memory: {results['runs'][0].get('memory_source', 'n/a')}.",
             "",
             *rows,
             "",
