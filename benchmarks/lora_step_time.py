@@ -22,15 +22,13 @@ import subprocess
 import sys
 import time
 
-GPT2_BASE = dict(
-    vocabulary_size=50257,
-    num_layers=12,
-    num_heads=12,
-    hidden_dim=768,
-    intermediate_dim=3072,
-    max_sequence_length=1024,
-)
 CONFIGS = ("full", "lora", "keras_builtin_lora")
+
+
+def _architecture():
+    from lora_keras.models import GPT2_ARCHITECTURES
+
+    return GPT2_ARCHITECTURES["gpt2_base_en"]
 
 
 def _build(config, seed):
@@ -40,7 +38,7 @@ def _build(config, seed):
     import lora_keras as lk
 
     keras.utils.set_random_seed(seed)
-    backbone = keras_hub.models.GPT2Backbone(**GPT2_BASE)
+    backbone = keras_hub.models.GPT2Backbone(**_architecture())
     lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     if config == "lora":
         lk.apply_lora(lm, rank=4, alpha=32.0)
@@ -53,7 +51,8 @@ def _batch(batch_size, sequence_length, seed):
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, GPT2_BASE["vocabulary_size"], (batch_size, sequence_length + 1))
+    vocabulary_size = _architecture()["vocabulary_size"]
+    tokens = rng.integers(0, vocabulary_size, (batch_size, sequence_length + 1))
     x = {"token_ids": tokens[:, :-1], "padding_mask": np.ones_like(tokens[:, :-1])}
     return x, tokens[:, 1:]
 
@@ -179,7 +178,7 @@ def main(argv=None):
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "backend": f"{keras.backend.backend()} (keras {keras.__version__})",
         "weights": "random weights, gpt2_base_en shape (no download)",
-        "config": vars(args) | {"optimizer": "AdamW", "model": GPT2_BASE},
+        "config": vars(args) | {"optimizer": "AdamW", "model": _architecture()},
         "runs": runs,
         "forward": forward,
     }

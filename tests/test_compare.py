@@ -225,3 +225,18 @@ def test_the_calling_process_lets_go_of_the_gpu(monkeypatch, capsys, initialized
         assert "already initialized the GPU" in capsys.readouterr().out
     else:
         assert fake.grown == [("GPU:0", True)]
+
+
+@pytest.mark.large
+def test_tiny_sweep_from_the_command_line(tmp_path):
+    out = tmp_path / "sweep"
+    arguments = ["sweep", "--preset", "gpt2_tiny", "--weights", "random", "--ranks", "1,8"]
+    arguments += ["--steps", "2", "--batch-size", "2", "--sequence-length", "32", "--out", str(out)]
+    assert cli.main(arguments) == 0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["kind"] == "sweep" and saved["config"]["ranks"] == [1, 8]
+    assert [(run["rank"], run["status"]) for run in saved["runs"]] == [(1, "ok"), (8, "ok")]
+    one, eight = saved["runs"]
+    assert eight["trainable_params"] == 8 * one["trainable_params"]
+    report = (out / "report.md").read_text()
+    assert all(f"]({p.name})" in report for p in out.glob("*.png"))

@@ -239,14 +239,7 @@ def test_gpt2_base_counts_ours_and_keras_builtin():
     12 * 2 * 768 = 18,432 query/value biases that KerasHub leaves trainable:
     909,312 in all, against our 12 * 2 * (768*4 + 4*768) = 147,456.
     """
-    config = dict(
-        vocabulary_size=50257,
-        num_layers=12,
-        num_heads=12,
-        hidden_dim=768,
-        intermediate_dim=3072,
-        max_sequence_length=1024,
-    )
+    config = lk.GPT2_ARCHITECTURES["gpt2_base_en"]
     ours = keras_hub.models.GPT2Backbone(**config)
     lk.apply_lora(ours, rank=4, alpha=32.0)
     counts = lk.trainable_summary(ours)

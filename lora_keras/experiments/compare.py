@@ -131,7 +131,7 @@ def compare(
     weights=None,
     data="embedded",
     modes=("full", "lora"),
-    steps=20,
+    steps=10,
     batch_size=4,
     sequence_length=128,
     rank=4,
@@ -160,34 +160,39 @@ def compare(
     Returns:
         The results dict also written to `out/results.json`.
     """
+    config = dict(locals(), kind="compare", modes=list(modes), targets=list(targets), ranks=None)
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes:
         raise ValueError(f"Unknown mode(s) {unknown or list(modes)}. Known: {', '.join(MODES)}.")
-    if steps < 2:
-        raise ValueError(f"steps must be at least 2 (the first is timed apart), got {steps}.")
-    weights, why = choose_weights(preset, weights)
+    runs = [(mode, mode, rank) for mode in modes]
+    return run_experiment(config, runs, list(sample_prompts), timeout_s, verbose)
+
+
+# Settings that describe the experiment in results.json; the others only steer this process.
+_NOT_CONFIG = ("out", "sample_prompts", "timeout_s", "verbose")
+
+
+def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
+    """What `compare` and `sweep` share: checks, weights, a new folder, one process a run.
+
+    Args:
+        config: the experiment's settings (those of `compare`, `kind` included).
+        runs: `(name, mode, rank)` for each run, in order.
+        sample_prompts, timeout_s, verbose: as in `compare`.
+    """
+    if config["steps"] < 2:
+        raise ValueError(
+            f"steps must be at least 2 (the first is timed apart), got {config['steps']}."
+        )
+    weights, why = choose_weights(config["preset"], config["weights"])
     _say(f"weights: {weights} ({why})")
-    out = new_results_folder(out, "compare")
+    out = new_results_folder(config["out"], config["kind"])
     keep_this_process_off_the_gpu()
-    config = {
-        "kind": "compare",
-        "preset": preset,
-        "weights": weights,
-        "data": data,
-        "modes": list(modes),
-        "steps": steps,
-        "batch_size": batch_size,
-        "sequence_length": sequence_length,
-        "rank": rank,
-        "ranks": None,
-        "alpha": alpha,
-        "targets": list(targets),
-        "learning_rate": learning_rate,
-        "seed": seed,
-    }
+    config = {key: value for key, value in config.items() if key not in _NOT_CONFIG}
+    config["weights"] = weights
     specs = [
-        dict(config, name=mode, mode=mode, sample_prompts=list(sample_prompts), verbose=1)
-        for mode in modes
+        dict(config, name=name, mode=mode, rank=rank, sample_prompts=sample_prompts, verbose=1)
+        for name, mode, rank in runs
     ]
     results = run_specs(specs, config, out, echo=verbose, timeout_s=timeout_s)
     results["folder"] = out
