@@ -64,6 +64,7 @@ def test_tiny_compare_writes_a_complete_report(tmp_path, capsys):
         sequence_length=32,
         rank=2,
         out=str(out),
+        sample_prompts=("I like basketball",),
     )
     saved = json.loads((out / "results.json").read_text())
     assert saved["runs"] == results["runs"]
@@ -78,6 +79,10 @@ def test_tiny_compare_writes_a_complete_report(tmp_path, capsys):
         assert run["peak_memory_bytes"] > 0
         assert "process peak resident memory" in run["memory_source"]
     assert lora["trainable_params"] < full["trainable_params"] == full["total_params"]
+    for run in (full, lora):
+        [sample] = run["samples"]
+        assert sample["prompt"] == "I like basketball" and sample["seconds"] > 0
+        assert sample["text"].startswith("I like basketball")
     assert lora["estimate"]["optimizer_state"] == 2 * lora["trainable_params"] * 4
 
     report = (out / "report.md").read_text()
