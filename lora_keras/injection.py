@@ -65,6 +65,20 @@ def lora_layers(model):
     return found
 
 
+def forget_traced_functions(model):
+    """Drops the functions Keras traced from `model`, so the next call traces them again.
+
+    A trace bakes in Python-level choices: which layer sits at `query`, and
+    whether a wrapper is `merged`. After changing either, an old
+    `predict_function` would add a merged update twice, and an old
+    `generate_function` would ignore new LoRA layers.
+    """
+    for owner in (model, surgery.find_backbone(model)):
+        for name in ("train_function", "test_function", "predict_function", "generate_function"):
+            if getattr(owner, name, None) is not None:
+                setattr(owner, name, None)
+
+
 def _require_lora(model, action):
     wrapped = lora_layers(model)
     if not wrapped:
@@ -124,6 +138,7 @@ def apply_lora(
     wrappers = [wrapper for _, _, wrapper in planned]
     _freeze_all_but_lora(backbone)
     backbone.__class__ = LoraGPT2Backbone
+    forget_traced_functions(model)
     return wrappers
 
 
@@ -141,12 +156,14 @@ def merge_lora(model):
     """Folds every LoRA update into its frozen kernel: inference at the base cost."""
     for layer in _require_lora(model, "merge").values():
         layer.merge()
+    forget_traced_functions(model)
 
 
 def unmerge_lora(model):
     """Takes every merged LoRA update back out of its kernel, exactly."""
     for layer in _require_lora(model, "unmerge").values():
         layer.unmerge()
+    forget_traced_functions(model)
 
 
 def unwrap_lora(model):
@@ -169,3 +186,4 @@ def unwrap_lora(model):
     for variable in backbone.weights:
         variable.trainable = True
     backbone.__class__ = keras_hub.models.GPT2Backbone
+    forget_traced_functions(model)

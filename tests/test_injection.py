@@ -231,7 +231,7 @@ def test_layout_of_installed_kerashub_is_known():
 
 
 @pytest.mark.large
-def test_gpt2_base_counts_ours_and_keras_builtin():
+def test_gpt2_base_counts_ours_and_keras_builtin(tmp_path):
     """Ours factorizes the whole kernel; Keras's `enable_lora` only its last axis.
 
     For the query kernel (768, 12, 64) Keras's A is (768, 12, 4) and B is (4, 64),
@@ -245,6 +245,9 @@ def test_gpt2_base_counts_ours_and_keras_builtin():
     counts = lk.trainable_summary(ours)
     assert counts["trainable"] == 12 * 2 * (768 * 4 + 4 * 768) == 147_456
     assert counts["total"] == 124_439_808 + 147_456
+    # The adapter file holds those weights in float32 and little else: about 0.6 MB.
+    lk.save_adapter(ours, tmp_path / "base.lora.h5")
+    assert 147_456 * 4 < (tmp_path / "base.lora.h5").stat().st_size < 0.65e6
     del ours
 
     theirs = keras_hub.models.GPT2Backbone(**config)
@@ -255,3 +258,23 @@ def test_gpt2_base_counts_ours_and_keras_builtin():
     assert lora_only == 12 * 2 * (768 * 12 * 4 + 4 * 64) == 890_880
     assert biases == 12 * 2 * 768
     assert sum(trainable.values()) == 909_312
+
+
+def test_compiled_functions_follow_apply_merge_unmerge_and_unwrap(tiny_lm):
+    """`predict_on_batch` traces `call` once; each change must be traced again."""
+    x = token_batch()
+
+    def compiled():
+        return np.asarray(tiny_lm.predict_on_batch(x))
+
+    base = compiled()
+    randomize_lora_b(lk.apply_lora(tiny_lm, rank=4))
+    eager = tiny_lm(x).numpy()
+    assert np.abs(eager - base).max() > 1e-3
+    np.testing.assert_allclose(compiled(), eager, rtol=1e-5, atol=1e-5)
+    lk.merge_lora(tiny_lm)
+    np.testing.assert_allclose(compiled(), eager, rtol=1e-5, atol=1e-5)
+    lk.unmerge_lora(tiny_lm)
+    np.testing.assert_allclose(compiled(), eager, rtol=1e-5, atol=1e-5)
+    lk.unwrap_lora(tiny_lm)
+    np.testing.assert_allclose(compiled(), eager, rtol=1e-5, atol=1e-5)

@@ -91,6 +91,9 @@ def train_one(spec):
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
+    # Built here, AdamW's slots exist before the first step; built inside it, they make
+    # Keras trace and compile that step twice (about twice the first-step time).
+    lm.optimizer.build(lm.trainable_variables)
     timer = StepTimeCallback(tokens_per_step=spec["batch_size"] * spec["sequence_length"])
     losses = LossHistory()
     with preprocessor_detached(lm):

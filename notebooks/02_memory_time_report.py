@@ -1,0 +1,350 @@
+# ---
+# jupyter:
+#   accelerator: GPU
+#   colab:
+#     provenance: []
+#   jupytext:
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: accelerator,colab
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # What LoRA saves: a memory and time report for your hardware
+#
+# [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-keras/lora-keras/blob/main/notebooks/02_memory_time_report.ipynb)
+#
+# **What you will see:** full fine-tuning and LoRA trained on this runtime, each in its own
+# process, reported side by side (step time, peak memory, loss), a short LoRA rank sweep, and where
+# the memory of each goes, measured against an estimate from first principles.
+#
+# Notebook 01 tells the story in one process. Here `lk.compare` runs every training mode in a
+# fresh Python process, so one run's peak memory and compiled graphs never leak into the next one,
+# and an out-of-memory run is recorded rather than fatal. Every table and plot below is drawn from
+# the `results.json` those processes write; no number is typed into the text.
+
+# %%
+# Setup: install lora_keras where it is missing, then say which backend and device run this.
+# The imports of Keras and lora_keras follow the install, so they cannot all be at the top:
+# ruff: noqa: E402
+import importlib
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must be set before Keras is imported
+REPOSITORY = "https://github.com/lora-keras/lora-keras"
+
+
+def find_checkout():
+    """The lora-keras checkout this notebook runs in (its folder or the one above), if any."""
+    for folder in (Path.cwd(), Path.cwd().parent):
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file() and 'name = "lora-keras"' in pyproject.read_text():
+            return folder
+    return None
+
+
+if importlib.util.find_spec("lora_keras") is not None:
+    print("lora_keras is already installed: nothing to install.")
+else:
+    checkout = find_checkout()
+    if checkout is not None:
+        print(f"Installing lora_keras from the checkout at {checkout} ...")
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", str(checkout)])
+        sys.path.insert(0, str(checkout))  # an editable install is only seen by new processes
+    elif "google.colab" in sys.modules:
+        print(f"Installing lora_keras from {REPOSITORY} ...")
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"git+{REPOSITORY}"])
+    else:
+        raise ModuleNotFoundError(
+            f"lora_keras is not installed. Run `pip install git+{REPOSITORY}`, or open this "
+            "notebook from a checkout of the repository, then run this cell again."
+        )
+    importlib.invalidate_caches()
+
+import keras
+import tensorflow as tf
+from IPython.display import Image, Markdown, display
+
+import lora_keras as lk
+
+GPUS = tf.config.list_physical_devices("GPU")
+ON_GPU = bool(GPUS)
+ON_COLAB = "google.colab" in sys.modules
+if ON_GPU:
+    DEVICE = tf.config.experimental.get_device_details(GPUS[0]).get("device_name", GPUS[0].name)
+    # This notebook only orchestrates: the training processes measure the GPU, and TensorFlow in
+    # this process would otherwise reserve most of its memory at its first operation.
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow already ran here (a cell run twice): restart to free it
+        print("TensorFlow already holds the GPU in this process: restart the runtime if runs OOM.")
+else:
+    DEVICE = f"CPU only ({os.cpu_count()} cores)"
+print(f"lora_keras {lk.__version__}, Keras {keras.__version__}, backend: {keras.config.backend()}")
+print(f"device: {DEVICE}" + (" on Colab" if ON_COLAB else ""))
+
+# %% [markdown]
+# ## Settings
+#
+# `None` means "choose for this runtime": on a GPU the keras.io tutorial's settings
+# (`gpt2_base_en`, pretrained, batches of 32, 500 batches); on a CPU the same model with far
+# fewer and smaller batches. The rank sweep trains each rank for at most `SWEEP_NUM_BATCHES`
+# batches: peak memory and step time settle within a few steps.
+
+# %% tags=["parameters"]
+PRESET = None  # None: "gpt2_base_en"; or "gpt2_tiny" (small, for CPUs), or a preset folder
+WEIGHTS = None  # None: "pretrained" when KerasHub's download host answers, else "random"
+DATA = None  # None: "reddit_tifu" on Colab when online, else "embedded" (ships with lora_keras)
+NUM_BATCHES = None  # training steps a run; None: 500 on a GPU (the tutorial), 10 on a CPU
+BATCH_SIZE = None  # None: 32 on a GPU (the tutorial), 4 on a CPU
+SEQUENCE_LENGTH = 128
+RANK = 4
+ALPHA = 32.0
+SWEEP_RANKS = None  # None: (1, 4, 16, 64) on a GPU, (1, 8) on a CPU
+SWEEP_NUM_BATCHES = None  # None: NUM_BATCHES, at most 50
+RESULTS_FOLDER = "lora-keras-results"  # each run of this notebook writes a new folder in it
+
+# %%
+ONLINE = lk.pretrained_reachable()  # one socket connect with a short timeout, never a hang
+print("KerasHub download host:", "reachable" if ONLINE else "NOT reachable (offline)")
+
+
+def setting(name, value, default, why):
+    """`value`, or `default` when it is None; prints which, and why."""
+    if value is None:
+        value, reason = default, why
+    else:
+        reason = "set in the parameters cell"
+    print(f"{name:<18} = {value!r:<16} ({reason})")
+    return value
+
+
+runtime = "GPU" if ON_GPU else "CPU"
+PRESET = setting("PRESET", PRESET, "gpt2_base_en", "the tutorial's model")
+if PRESET == "gpt2_tiny":
+    default_weights, why = "random", "gpt2_tiny has no pretrained weights"
+elif os.path.isdir(PRESET):
+    default_weights, why = "pretrained", "a preset folder carries its own weights"
+elif ONLINE:
+    default_weights, why = "pretrained", "the KerasHub download host answered"
+else:
+    default_weights, why = "random", "OFFLINE: same architecture, random weights, local tokenizer"
+WEIGHTS = setting("WEIGHTS", WEIGHTS, default_weights, why)
+DATA = setting(
+    "DATA",
+    DATA,
+    "reddit_tifu" if ON_COLAB and ONLINE else "embedded",
+    "the tutorial's data, on Colab and online"
+    if ON_COLAB and ONLINE
+    else "offline or off Colab: the corpus in the package, no download",
+)
+NUM_BATCHES = setting("NUM_BATCHES", NUM_BATCHES, 500 if ON_GPU else 10, f"{runtime} runtime")
+BATCH_SIZE = setting("BATCH_SIZE", BATCH_SIZE, 32 if ON_GPU else 4, f"{runtime} runtime")
+if DATA == "embedded" and len(lk.embedded_corpus()) < NUM_BATCHES * BATCH_SIZE:
+    NUM_BATCHES = len(lk.embedded_corpus()) // BATCH_SIZE
+    print(f"NUM_BATCHES lowered to {NUM_BATCHES}: all the batches the embedded corpus holds.")
+SWEEP_RANKS = setting(
+    "SWEEP_RANKS", SWEEP_RANKS, (1, 4, 16, 64) if ON_GPU else (1, 8), f"{runtime} runtime"
+)
+SWEEP_NUM_BATCHES = setting(
+    "SWEEP_NUM_BATCHES", SWEEP_NUM_BATCHES, min(NUM_BATCHES, 50), "NUM_BATCHES, at most 50"
+)
+# Generated text is worth reading only from pretrained weights.
+SAMPLE_PROMPTS = (
+    ("I like basketball", "That Italian restaurant is") if WEIGHTS == "pretrained" else ()
+)
+if not ON_GPU:
+    print("\nNo GPU: smaller settings than the tutorial's, so this runs in minutes on a CPU.")
+
+stamp = time.strftime("%Y%m%d-%H%M%S")
+COMPARE_FOLDER = Path(RESULTS_FOLDER) / f"compare-{stamp}"
+SWEEP_FOLDER = Path(RESULTS_FOLDER) / f"sweep-{stamp}"
+
+# %% [markdown]
+# ## Full fine-tuning against LoRA, one process each
+#
+# `lk.compare` trains each mode on the same data, seed and optimizer (the tutorial's AdamW) in a
+# fresh process, relays its output here as it runs, and saves its results as soon as it ends.
+
+# %%
+results = lk.compare(
+    preset=PRESET,
+    weights=WEIGHTS,
+    data=DATA,
+    modes=("full", "lora"),
+    steps=NUM_BATCHES,
+    batch_size=BATCH_SIZE,
+    sequence_length=SEQUENCE_LENGTH,
+    rank=RANK,
+    alpha=ALPHA,
+    sample_prompts=SAMPLE_PROMPTS,
+    out=str(COMPARE_FOLDER),
+)
+print("\nresults:", results["folder"])
+
+# %% [markdown]
+# ## The report
+#
+# `report.md` and its plots, as `lk.compare` wrote them into the results folder: the environment,
+# the configuration, the summary table, the plots, and a first reading of where the memory goes.
+
+# %%
+IMAGE = re.compile(r"^!\[(?P<title>[^\]]*)\]\((?P<file>[^)]+)\)$")
+
+
+def show_report(folder):
+    """Displays `folder/report.md`, with its plots embedded so they show everywhere."""
+    folder = Path(folder)
+    text = []
+    for line in (folder / "report.md").read_text(encoding="utf-8").splitlines():
+        image = IMAGE.match(line.strip())
+        if image is None:
+            text.append(line)
+            continue
+        display(Markdown("\n".join(text)))
+        text = []
+        display(Image(filename=str(folder / image["file"])))
+    display(Markdown("\n".join(text)))
+
+
+show_report(results["folder"])
+
+# %% [markdown]
+# ## Where the memory of full fine-tuning goes, and what LoRA removes
+#
+# Training holds four things at its peak:
+#
+# - **weights**: every weight, trainable or frozen;
+# - **gradients**: one per *trainable* weight;
+# - **AdamW state**: two moment estimates per *trainable* weight;
+# - **activations**: what the forward pass keeps for the backward pass, growing with the batch
+#   and the sequence length.
+#
+# LoRA freezes the model, so the gradients and the optimizer state shrink to those of the small
+# adapters; the weights stay (plus the adapters) and so do most activations, since the gradient
+# must still flow back through every block. Here are the package's estimates for the two runs
+# above, component by component:
+
+# %%
+runs = {run["mode"]: run for run in results["runs"] if run["status"] == "ok"}
+for run in results["runs"]:
+    if run["status"] != "ok":
+        print(f"{run['mode']}: {run['status']} ({run.get('error')}), left out below")
+
+COMPONENTS = ("weights", "gradients", "optimizer_state", "activations", "total")
+if {"full", "lora"} <= runs.keys():
+    full, lora = runs["full"]["estimate"], runs["lora"]["estimate"]
+    rows = ["| component | full fine-tuning | LoRA | LoRA saves |", "|---|---|---|---|"]
+    for name in COMPONENTS:
+        saved = full[name] - lora[name]
+        saved_text = f"{lk.format_bytes(saved)} ({saved / full[name]:.0%})" if saved > 0 else "-"
+        rows.append(
+            f"| {name.replace('_', ' ')} | {lk.format_bytes(full[name])} | "
+            f"{lk.format_bytes(lora[name])} | {saved_text} |"
+        )
+    display(Markdown("\n".join(rows)))
+    print("Why, component by component (estimate of full fine-tuning):")
+    for sentence in lk.explain_estimate(full):
+        print(" -", sentence)
+
+# %% [markdown]
+# ### The measured peak against the estimate
+#
+# The estimate counts the model's tensors only. What was measured depends on the device, and the
+# report names it next to every figure. On a GPU it is the allocator's peak, which also holds the
+# framework's workspace and fragmentation. On a CPU it is the whole process's peak resident
+# memory: Python, the TensorFlow runtime and its caches come on top of the model, and for a small
+# model they are most of it. The difference between the two runs is then closer to what the model
+# itself accounts for.
+
+# %%
+for mode, run in runs.items():
+    peak, estimate = run["peak_memory_bytes"], run["estimate"]["total"]
+    print(
+        f"{mode:>5}: measured {lk.format_bytes(peak)}, estimated {lk.format_bytes(estimate)} "
+        f"({peak / estimate:.2f}x), measured as: {run['memory_source']}"
+    )
+if {"full", "lora"} <= runs.keys():
+    measured = runs["full"]["peak_memory_bytes"] - runs["lora"]["peak_memory_bytes"]
+    estimated = runs["full"]["estimate"]["total"] - runs["lora"]["estimate"]["total"]
+    print(
+        f"full minus LoRA: measured {lk.format_bytes(measured)}, "
+        f"estimated {lk.format_bytes(estimated)}"
+    )
+    ratio = runs["lora"]["step_time_s"] / runs["full"]["step_time_s"]
+    print(f"step time, LoRA / full: {ratio:.2f}")
+
+# %% [markdown]
+# ## A short rank sweep
+#
+# The rank sets how many weights LoRA trains. `lk.sweep` trains LoRA once per rank, again one
+# process each. The trainable weights grow in proportion to the rank; watch how little the memory
+# and the step time follow, since the frozen model and the activations dominate both.
+
+# %%
+sweep = lk.sweep(
+    ranks=SWEEP_RANKS,
+    preset=PRESET,
+    weights=WEIGHTS,
+    data=DATA,
+    steps=SWEEP_NUM_BATCHES,
+    batch_size=BATCH_SIZE,
+    sequence_length=SEQUENCE_LENGTH,
+    alpha=ALPHA,
+    out=str(SWEEP_FOLDER),
+)
+print("\nresults:", sweep["folder"])
+
+# %%
+rows = ["| rank | trainable weights | peak memory | step time (median) | final loss |"]
+rows.append("|---|---|---|---|---|")
+for run in sweep["runs"]:
+    if run["status"] != "ok":
+        rows.append(f"| {run['rank']} | {run['status']} | | | |")
+        continue
+    rows.append(
+        f"| {run['rank']} | {run['trainable_params']:,} | "
+        f"{lk.format_bytes(run['peak_memory_bytes'])} | {run['step_time_s'] * 1000:.1f} ms | "
+        f"{run['loss'][-1]:.4f} |"
+    )
+display(Markdown("\n".join(rows)))
+sweep_plot = Path(sweep["folder"]) / "sweep.png"
+if sweep_plot.exists():
+    display(Image(filename=str(sweep_plot)))
+
+# %% [markdown]
+# ## The same report from the command line
+#
+# The package installs a `lora-keras` command that does what this notebook did, for your own
+# hardware: each run in its own process, a new folder with `results.json`, `report.md` and the
+# plots. `lora-keras report FOLDER` redraws a report from its `results.json` alone, for instance
+# after copying it from the machine that measured it. On Colab, prefix a command with `!` to run
+# it in a cell. These are the commands for the settings of this session:
+
+# %%
+common = ["--preset", str(PRESET), "--weights", WEIGHTS, "--data", DATA]
+common += ["--batch-size", str(BATCH_SIZE), "--sequence-length", str(SEQUENCE_LENGTH)]
+common += ["--alpha", str(ALPHA)]
+commands = [
+    ["lora-keras", "compare", *common, "--steps", str(NUM_BATCHES), "--rank", str(RANK)],
+    ["lora-keras", "sweep", *common, "--steps", str(SWEEP_NUM_BATCHES)]
+    + ["--ranks", ",".join(str(rank) for rank in SWEEP_RANKS)],
+    ["lora-keras", "report", str(results["folder"])],
+]
+for command in commands:
+    print(shlex.join(command))
+print("\nAll options: lora-keras compare --help")
