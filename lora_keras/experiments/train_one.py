@@ -74,8 +74,15 @@ def train_one(spec):
     runtime_memory = memory_probe().current_bytes()
     memory = MemoryCallback()
     keras.utils.set_random_seed(spec["seed"])
-    lm = load_gpt2(spec["preset"], weights=spec["weights"], sequence_length=spec["sequence_length"])
     texts = load_texts(spec["data"])
+    # Random weights come with a tokenizer trained on the corpus in use (cached on disk).
+    tokenizer_texts = texts if spec["data"] != "embedded" else None
+    lm = load_gpt2(
+        spec["preset"],
+        weights=spec["weights"],
+        sequence_length=spec["sequence_length"],
+        tokenizer_texts=tokenizer_texts,
+    )
     train_ds, _ = make_lm_datasets(
         texts, lm, batch_size=spec["batch_size"], num_batches=spec["steps"], seed=spec["seed"]
     )

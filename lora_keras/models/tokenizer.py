@@ -10,12 +10,13 @@ the texts and the vocabulary size.
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import keras_hub
 import tensorflow as tf
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+from lora_keras.io_utils import atomic_write_text
 
 END_OF_TEXT = "<|endoftext|>"
 
@@ -51,15 +52,6 @@ def _train(texts, vocabulary_size):
     return vocabulary, merges
 
 
-def _write_atomically(path, text):
-    # Another process may read the cache while this one writes it: it sees a whole file or none.
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, delete=False, suffix=".tmp"
-    ) as file:
-        file.write(text)
-    os.replace(file.name, path)
-
-
 def local_gpt2_tokenizer(texts, vocabulary_size, cache=None):
     """A `GPT2Tokenizer` trained on `texts`, from the cache when it was trained before.
 
@@ -93,8 +85,8 @@ def local_gpt2_tokenizer(texts, vocabulary_size, cache=None):
     if not (vocabulary_path.exists() and merges_path.exists()):
         vocabulary, merges = _train(texts, vocabulary_size)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_atomically(merges_path, "".join(f"{merge}\n" for merge in merges))
-        _write_atomically(vocabulary_path, json.dumps(vocabulary, ensure_ascii=False))
+        atomic_write_text(merges_path, "".join(f"{merge}\n" for merge in merges))
+        atomic_write_text(vocabulary_path, json.dumps(vocabulary, ensure_ascii=False))
     # Read back even after training, so a fresh and a cached tokenizer are built the same way.
     tokenizer = keras_hub.models.GPT2Tokenizer(
         vocabulary=json.loads(vocabulary_path.read_text(encoding="utf-8")),
