@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import apply_lora, lora_layers
+from lora_keras.injection import apply_lora, lora_layers, lora_settings
 from lora_keras.io_utils import atomic_write_bytes
 
 ADAPTER_FORMAT = "lora_keras.adapter"
@@ -17,17 +17,6 @@ _ARCHITECTURE_FIELDS = ("num_layers", "hidden_dim", "num_heads", "intermediate_d
 
 def _architecture(backbone):
     return {field: int(getattr(backbone, field)) for field in _ARCHITECTURE_FIELDS}
-
-
-def _settings(wrapped):
-    first = next(iter(wrapped.values()))
-    return {
-        "rank": first.rank,
-        "alpha": first.alpha,
-        "dropout": first.dropout,
-        "rslora": first.rslora,
-        "targets": sorted({p.split("/")[1] for p in wrapped}, key=surgery.TARGETS.index),
-    }
 
 
 def save_adapter(model, path):
@@ -51,7 +40,7 @@ def save_adapter(model, path):
     with h5py.File(buffer, "w") as file:
         file.attrs["format"] = ADAPTER_FORMAT
         file.attrs["version"] = ADAPTER_VERSION
-        file.attrs["settings"] = json.dumps(_settings(wrapped))
+        file.attrs["settings"] = json.dumps(lora_settings(wrapped))
         file.attrs["architecture"] = json.dumps(_architecture(backbone))
         for layer_path, layer in wrapped.items():
             group = file.create_group(layer_path)
@@ -62,18 +51,52 @@ def save_adapter(model, path):
 
 
 def _read(path):
+    """Returns `(settings, architecture, layers)`, `layers` keyed by layer path."""
     with h5py.File(path, "r") as file:
         if file.attrs.get("format") != ADAPTER_FORMAT:
             raise ValueError(f"'{path}' is not a lora_keras adapter file (no '{ADAPTER_FORMAT}').")
+        if file.attrs.get("version") != ADAPTER_VERSION:
+            raise ValueError(
+                f"'{path}' is a version {file.attrs.get('version')} adapter file; this "
+                f"lora_keras reads version {ADAPTER_VERSION}. Install the lora_keras that wrote it."
+            )
         settings = json.loads(file.attrs["settings"])
         architecture = json.loads(file.attrs["architecture"])
-        weights = {}
-        file.visititems(
-            lambda name, item: (
-                weights.__setitem__(name, item[()]) if isinstance(item, h5py.Dataset) else None
-            )
+        layers = {}
+        for block_name, block in file.items():
+            for target, group in block.items():
+                layers[f"{block_name}/{target}"] = {
+                    "kernel_shape": tuple(int(d) for d in group.attrs["kernel_shape"]),
+                    "lora_kernel_a": group["lora_kernel_a"][()],
+                    "lora_kernel_b": group["lora_kernel_b"][()],
+                }
+    return settings, architecture, layers
+
+
+def _check_layers(settings, layers, model):
+    """Every layer the settings name is in the file, with factors that fit its kernel."""
+    backbone = surgery.find_backbone(model)
+    expected = {}
+    for index, block in enumerate(backbone.transformer_layers):
+        for target in settings["targets"]:
+            layer = surgery.get_layer(block, target)
+            layer = getattr(layer, "original_layer", layer)
+            expected[surgery.layer_path(index, target)] = tuple(layer.kernel.shape)
+    missing, unexpected = sorted(set(expected) - set(layers)), sorted(set(layers) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"The adapter file does not match its own settings: missing {missing}, unexpected "
+            f"{unexpected}. The file is damaged or was not written by `lk.save_adapter`."
         )
-    return settings, architecture, weights
+    for layer_path, stored in layers.items():
+        rank = settings["rank"]
+        shapes = (stored["lora_kernel_a"].shape[-1], stored["lora_kernel_b"].shape[0])
+        if stored["kernel_shape"] != expected[layer_path] or shapes != (rank, rank):
+            raise ValueError(
+                f"Adapter of the wrong shape for {layer_path}: saved for a kernel of shape "
+                f"{stored['kernel_shape']} at rank {rank}, this model's kernel has shape "
+                f"{expected[layer_path]}."
+            )
 
 
 def _check_architecture(architecture, model):
@@ -86,7 +109,7 @@ def _check_architecture(architecture, model):
 
 
 def _check_settings(settings, wrapped):
-    current = _settings(wrapped)
+    current = lora_settings(wrapped)
     if current["rank"] != settings["rank"]:
         raise ValueError(
             f"Wrong rank: the adapter has rank {settings['rank']}, this model's LoRA has rank "
@@ -119,8 +142,9 @@ def load_adapter(model, path):
     Returns:
         The adapter's settings (rank, alpha, dropout, rslora, targets).
     """
-    settings, architecture, weights = _read(path)
+    settings, architecture, layers = _read(path)
     _check_architecture(architecture, model)
+    _check_layers(settings, layers, model)  # all checks before the model changes
     wrapped = lora_layers(model)
     if not wrapped:
         apply_lora(model, **settings)
@@ -130,8 +154,8 @@ def load_adapter(model, path):
         remerge = layer.merged
         if remerge:
             layer.unmerge()
-        layer.lora_kernel_a.assign(weights[f"{layer_path}/lora_kernel_a"])
-        layer.lora_kernel_b.assign(weights[f"{layer_path}/lora_kernel_b"])
+        layer.lora_kernel_a.assign(layers[layer_path]["lora_kernel_a"])
+        layer.lora_kernel_b.assign(layers[layer_path]["lora_kernel_b"])
         if remerge:
             layer.merge()
     return settings

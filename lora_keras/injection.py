@@ -22,13 +22,8 @@ class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
     def get_config(self):
         config = super().get_config()
         wrapped = lora_layers(self)
-        first = next(iter(wrapped.values()))
         config["lora"] = {
-            "rank": first.rank,
-            "alpha": first.alpha,
-            "dropout": first.dropout,
-            "rslora": first.rslora,
-            "targets": sorted({path.split("/")[1] for path in wrapped}, key=surgery.TARGETS.index),
+            **lora_settings(wrapped),
             "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
         }
         return config
@@ -79,6 +74,18 @@ def forget_traced_functions(model):
                 setattr(owner, name, None)
 
 
+def lora_settings(wrapped):
+    """The settings shared by LoRA layers `{path: layer}`: rank, alpha, dropout, rslora, targets."""
+    first = next(iter(wrapped.values()))
+    return {
+        "rank": first.rank,
+        "alpha": first.alpha,
+        "dropout": first.dropout,
+        "rslora": first.rslora,
+        "targets": sorted({path.split("/")[1] for path in wrapped}, key=surgery.TARGETS.index),
+    }
+
+
 def _require_lora(model, action):
     wrapped = lora_layers(model)
     if not wrapped:
@@ -117,25 +124,45 @@ def apply_lora(
     backbone = surgery.find_backbone(model)
     surgery.check_layout(backbone)
     targets = surgery.check_targets(targets)
-    planned = []
+    existing = lora_layers(backbone)
     for index, block in enumerate(backbone.transformer_layers):
         for target in targets:
-            original = surgery.get_layer(block, target)
-            if isinstance(original, BaseLoraLayer):
+            if isinstance(surgery.get_layer(block, target), BaseLoraLayer):
                 raise ValueError(
                     f"LoRA is already applied to {surgery.layer_path(index, target)}. Apply "
                     "LoRA once; to start again, call `lk.unwrap_lora(model)` first."
                 )
-            wrapper_class = (
-                LoraEinsumDense if isinstance(original, keras.layers.EinsumDense) else LoraDense
+    if existing:
+        # One model, one set of settings: configs and adapter files record a single one.
+        ours = {"rank": int(rank), "alpha": float(alpha), "dropout": float(dropout)}
+        ours["rslora"] = bool(rslora)
+        theirs = {key: lora_settings(existing)[key] for key in ours}
+        if ours != theirs:
+            raise ValueError(
+                f"This model already has LoRA with {theirs}; more targets must use the same "
+                f"settings, got {ours}. Or call `lk.unwrap_lora(model)` first."
             )
-            wrapper = wrapper_class(
-                original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora
-            )
-            planned.append((block, target, wrapper))
-    for block, target, wrapper in planned:
+    planned = []
+    try:
+        for block in backbone.transformer_layers:
+            for target in targets:
+                original = surgery.get_layer(block, target)
+                wrapper_class = (
+                    LoraEinsumDense if isinstance(original, keras.layers.EinsumDense) else LoraDense
+                )
+                was_trainable = original.trainable
+                wrapper = wrapper_class(
+                    original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora
+                )
+                planned.append((block, target, wrapper, was_trainable))
+    except Exception:
+        # A refused call leaves the model as it was, trainable flags included.
+        for _, _, wrapper, was_trainable in planned:
+            wrapper.original_layer.trainable = was_trainable
+        raise
+    for block, target, wrapper, _ in planned:
         surgery.set_layer(block, target, wrapper)
-    wrappers = [wrapper for _, _, wrapper in planned]
+    wrappers = [wrapper for _, _, wrapper, _ in planned]
     _freeze_all_but_lora(backbone)
     backbone.__class__ = LoraGPT2Backbone
     forget_traced_functions(model)

@@ -4,7 +4,7 @@ import pytest
 from conftest import make_tiny_backbone, make_tiny_lm, randomize_lora_b, token_batch
 
 import lora_keras as lk
-from lora_keras import adapters
+from lora_keras import io_utils
 
 
 def trained_lm(targets=("query", "value"), rank=4, seed=0):
@@ -136,8 +136,65 @@ def test_failed_save_leaves_the_old_file_whole(tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(adapters, "atomic_write_bytes", lambda p, data: fail())
+    # The last step of a whole write fails: the old file must still be there, whole.
+    monkeypatch.setattr(io_utils.os, "replace", fail)
     with pytest.raises(OSError, match="disk full"):
         lk.save_adapter(trained_lm(seed=2), path)
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.lora.h5"]
+
+
+def edited_copy(source, destination, edit):
+    destination.write_bytes(source.read_bytes())
+    with h5py.File(destination, "r+") as file:
+        edit(file)
+    return destination
+
+
+def test_adapter_missing_a_layer_changes_nothing(tmp_path):
+    saved = tmp_path / "a.lora.h5"
+    lk.save_adapter(trained_lm(), saved)
+    broken = edited_copy(
+        saved, tmp_path / "b.lora.h5", lambda f: f.__delitem__("transformer_layer_1/value")
+    )
+    plain = make_tiny_lm()
+    before = lk.trainable_summary(plain)
+    with pytest.raises(
+        ValueError, match="missing \\['transformer_layer_1/value'\\], unexpected \\[\\]"
+    ):
+        lk.load_adapter(plain, broken)
+    assert lk.lora_layers(plain) == {} and lk.trainable_summary(plain) == before
+
+
+def test_adapter_of_the_wrong_shape(tmp_path):
+    saved = tmp_path / "a.lora.h5"
+    lk.save_adapter(trained_lm(), saved)
+
+    def wrong_shape(file):
+        file["transformer_layer_0/query"].attrs["kernel_shape"] = (64, 2, 32)
+
+    broken = edited_copy(saved, tmp_path / "b.lora.h5", wrong_shape)
+    with pytest.raises(
+        ValueError, match="Adapter of the wrong shape for transformer_layer_0/query"
+    ):
+        lk.load_adapter(make_tiny_lm(), broken)
+
+
+def test_adapter_of_another_version(tmp_path):
+    saved = tmp_path / "a.lora.h5"
+    lk.save_adapter(trained_lm(), saved)
+    newer = edited_copy(saved, tmp_path / "b.lora.h5", lambda f: f.attrs.__setitem__("version", 2))
+    with pytest.raises(
+        ValueError, match="is a version 2 adapter file; this lora_keras reads version 1"
+    ):
+        lk.load_adapter(make_tiny_lm(), newer)
+
+
+def test_wrong_scaling_rule(tmp_path):
+    lk.save_adapter(trained_lm(), tmp_path / "a.lora.h5")
+    other = make_tiny_lm()
+    lk.apply_lora(other, rank=4, alpha=16.0, rslora=True)
+    with pytest.raises(
+        ValueError, match="Wrong scaling: the adapter was trained with rslora=False"
+    ):
+        lk.load_adapter(other, tmp_path / "a.lora.h5")

@@ -15,7 +15,7 @@ from conftest import (
 )
 
 import lora_keras as lk
-from lora_keras import gpt2_surgery
+from lora_keras import gpt2_surgery, injection
 
 HIDDEN, LAYERS, FFN = (
     TINY_GPT2["hidden_dim"],
@@ -173,20 +173,45 @@ def test_repeated_target_is_refused(tiny_backbone):
 
 def test_lora_applied_twice_is_refused(tiny_backbone):
     lk.apply_lora(tiny_backbone, targets=("value",))
+    before = lk.trainable_summary(tiny_backbone)
     with pytest.raises(ValueError, match="LoRA is already applied to transformer_layer_0/value"):
         lk.apply_lora(tiny_backbone, targets=("query", "value"))
-    # The refused call changed nothing: query is still plain.
+    # The refused call changed nothing: query is still plain, and as frozen as before.
     assert sorted(lk.lora_layers(tiny_backbone)) == [
         "transformer_layer_0/value",
         "transformer_layer_1/value",
     ]
+    assert lk.trainable_summary(tiny_backbone) == before
+
+
+def test_more_targets_need_the_same_settings(tiny_backbone):
+    lk.apply_lora(tiny_backbone, rank=4, targets=("value",))
+    with pytest.raises(ValueError, match="already has LoRA with .*'rank': 4.* got .*'rank': 2"):
+        lk.apply_lora(tiny_backbone, rank=2, targets=("query",))
+    lk.apply_lora(tiny_backbone, rank=4, targets=("query",))
+    assert len(lk.lora_layers(tiny_backbone)) == 2 * LAYERS
 
 
 def test_bad_rank_changes_nothing(tiny_backbone):
+    before = lk.trainable_summary(tiny_backbone)
     with pytest.raises(ValueError, match="LoRA rank 65 is larger than the smallest dimension"):
         lk.apply_lora(tiny_backbone, rank=65)
     assert lk.lora_layers(tiny_backbone) == {}
     assert type(tiny_backbone) is keras_hub.models.GPT2Backbone
+    assert lk.trainable_summary(tiny_backbone) == before
+
+
+def test_a_wrapper_refused_midway_unfreezes_those_built_before(tiny_backbone, monkeypatch):
+    before = lk.trainable_summary(tiny_backbone)
+
+    def refuse(*args, **kwargs):
+        raise ValueError("refused for the test")
+
+    # query's wrappers (LoraEinsumDense) are built, then ffn_in's (LoraDense) is refused.
+    monkeypatch.setattr(injection, "LoraDense", refuse)
+    with pytest.raises(ValueError, match="refused for the test"):
+        lk.apply_lora(tiny_backbone, targets=("query", "ffn_in"))
+    assert lk.trainable_summary(tiny_backbone) == before
 
 
 def test_not_a_gpt2_model_is_refused():

@@ -61,7 +61,6 @@ class BaseLoraLayer(keras.layers.Layer):
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout}.")
         self.original_layer = original_layer
-        self.original_layer.trainable = False
         self.rank = int(rank)
         self.alpha = float(alpha)
         self.dropout = float(dropout)
@@ -75,6 +74,8 @@ class BaseLoraLayer(keras.layers.Layer):
         )
         if original_layer.built:
             self.build(None)
+        # Frozen last, once every check has passed: a refused wrapper changes nothing.
+        self.original_layer.trainable = False
 
     def _base_equation(self):
         """The wrapped layer's `inputs, kernel -> outputs` einsum equation."""
