@@ -7,7 +7,7 @@ from lora_keras import __version__
 
 
 def _csv(cast):
-    return lambda text: [cast(item) for item in text.split(",") if item.strip()]
+    return lambda text: [cast(item.strip()) for item in text.split(",") if item.strip()]
 
 
 def _add_run_arguments(parser, default_steps):

@@ -14,13 +14,14 @@ from lora_keras.data import embedded_corpus, load_texts
 from lora_keras.models import (
     GPT2_ARCHITECTURES,
     KNOWN_PRESETS,
+    architectures,
     load_gpt2,
     pretrained_reachable,
     tokenizer,
 )
 from lora_keras.models.tokenizer import END_OF_TEXT, local_gpt2_tokenizer
 
-KERASHUB_PRESETS = ("gpt2_base_en", "gpt2_medium_en", "gpt2_large_en", "gpt2_extra_large_en")
+KERASHUB_PRESETS = tuple(p for p in KNOWN_PRESETS if p not in architectures.BUILTIN_PRESETS)
 
 
 def gpt2_parameters(

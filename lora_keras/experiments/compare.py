@@ -1,7 +1,8 @@
 """`lk.compare`: full fine-tuning against LoRA, each in its own process, into one report.
 
-The orchestrating process imports no backend, so a notebook that calls
-`compare` does not hold the accelerator while its children measure.
+The orchestrating process runs no model: it asks TensorFlow, if loaded, not to
+map the GPU's memory, so that a notebook calling `compare` leaves the
+accelerator to the children that measure.
 """
 
 import datetime
@@ -10,10 +11,10 @@ import sys
 
 from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.train_one import MODES
+from lora_keras.gpt2_surgery import check_targets
 from lora_keras.io_utils import atomic_write_json
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
-KERASHUB_PRESETS = ("gpt2_base_en", "gpt2_medium_en", "gpt2_large_en", "gpt2_extra_large_en")
 
 
 def _say(message):
@@ -22,22 +23,21 @@ def _say(message):
 
 def choose_weights(preset, weights):
     """`weights`, or for `None`: pretrained when the download host answers, else random."""
+    from lora_keras.models import KNOWN_PRESETS, architectures, pretrained_reachable
+
+    if not (os.path.isdir(preset) or preset in KNOWN_PRESETS):
+        raise ValueError(
+            f"Unknown preset {preset!r}. Known presets: {', '.join(KNOWN_PRESETS)}; or give the "
+            "path of a folder written by `save_to_preset`."
+        )
     if weights is not None:
         if weights not in ("pretrained", "random"):
             raise ValueError(f"weights must be 'pretrained' or 'random', got '{weights}'.")
         return weights, f"weights='{weights}' as asked"
-    if preset not in KERASHUB_PRESETS:
-        # A local folder holds its own weights; gpt2_tiny only exists with random ones.
-        return (
-            ("random", "gpt2_tiny has no pretrained weights")
-            if preset == "gpt2_tiny"
-            else (
-                "pretrained",
-                "a local preset folder carries its weights",
-            )
-        )
-    from lora_keras.models import pretrained_reachable
-
+    if preset in architectures.BUILTIN_PRESETS:
+        return "random", f"{preset} has no pretrained weights"
+    if os.path.isdir(preset):
+        return "pretrained", "a local preset folder carries its weights"
     if pretrained_reachable():
         return "pretrained", "the KerasHub download host answered"
     return "random", "NO NETWORK: the KerasHub download host did not answer"
@@ -184,6 +184,8 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
         raise ValueError(
             f"steps must be at least 2 (the first is timed apart), got {config['steps']}."
         )
+    # Checked here, before any process starts, not in each child after its model is built.
+    check_targets(config["targets"])
     weights, why = choose_weights(config["preset"], config["weights"])
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])

@@ -2,8 +2,7 @@
 
 Everything a report says about a run comes from here: the callbacks' step
 times, memory and per-step loss, the trainable counts, the estimate. The parent
-(`compare`) only orchestrates; it never imports a backend, so it never holds
-the accelerator that this process measures.
+(`compare`) only orchestrates and runs no model.
 """
 
 import time
