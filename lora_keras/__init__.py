@@ -2,7 +2,7 @@
 
 from lora_keras.adapters import load_adapter, save_adapter
 from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
-from lora_keras.experiments import compare, sweep
+from lora_keras.experiments import compare, sweep, tutorial_optimizer
 from lora_keras.gpt2_surgery import TARGETS
 from lora_keras.injection import (
     LoraGPT2Backbone,
@@ -60,6 +60,7 @@ __all__ = [
     "save_adapter",
     "sweep",
     "trainable_summary",
+    "tutorial_optimizer",
     "unmerge_lora",
     "unwrap_lora",
     "write_report",

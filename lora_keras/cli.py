@@ -80,6 +80,7 @@ def _compare(args):
         modes=tuple(args.modes),
         rank=args.rank,
         sample_prompts=tuple(args.sample_prompts),
+        sample_length=args.sample_length,
         **_run_arguments(args),
     )
     _print_summary(results)
@@ -119,6 +120,7 @@ def build_parser():
         default=[],
         help="comma-separated prompts to generate from after training (timed)",
     )
+    compare.add_argument("--sample-length", type=int, default=64, help="tokens a sample")
     compare.set_defaults(run=_compare)
 
     sweep = commands.add_parser("sweep", help="LoRA at several ranks, one process each")

@@ -242,13 +242,8 @@ print("one batch:", {name: tuple(value.shape) for name, value in x_batch.items()
 
 # %%
 def compile_like_the_tutorial(model):
-    optimizer = keras.optimizers.AdamW(
-        learning_rate=LEARNING_RATE, weight_decay=0.01, epsilon=1e-6, global_clipnorm=1.0
-    )
-    # No weight decay on layer norms and biases.
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     model.compile(
-        optimizer=optimizer,
+        optimizer=lk.tutorial_optimizer(LEARNING_RATE),  # what `lk.compare` uses too
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         weighted_metrics=["accuracy"],
     )

@@ -144,6 +144,12 @@ def test_load_texts_bad_input(tmp_path):
     (tmp_path / "broken.jsonl").write_text('{"text": "x"}\n{"text": \n', encoding="utf-8")
     with pytest.raises(ValueError, match="broken.jsonl, line 2: not valid JSON"):
         load_texts(str(tmp_path / "broken.jsonl"))
+    (tmp_path / "list.jsonl").write_text('{"text": "x"}\n"just a string"\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="list.jsonl, line 2: a JSON str, not an object"):
+        load_texts(str(tmp_path / "list.jsonl"))
+    (tmp_path / "number.jsonl").write_text('{"text": 3}\n', encoding="utf-8")
+    with pytest.raises(ValueError, match="number.jsonl, line 1: 'text' holds a int, not text"):
+        load_texts(str(tmp_path / "number.jsonl"))
     (tmp_path / "table.csv").write_text("text\nx\n", encoding="utf-8")
     with pytest.raises(ValueError, match="Cannot read .*table.csv: texts come from .txt files"):
         load_texts(str(tmp_path / "table.csv"))

@@ -50,6 +50,7 @@ def run(mode, rank, step_time, peak, trainable, loss_start):
         "peak_memory_bytes": peak,
         "memory_source": SOURCE,
         "memory_over_steps": [peak - 10_000_000 * (5 - i) for i in range(6)],
+        "memory_in_use_over_steps": [peak - 90_000_000 - 10_000_000 * (i % 2) for i in range(6)],
         "estimated_memory_bytes": estimate["total"],
         "estimate": estimate,
         "loss": [loss_start - 0.1 * i for i in range(6)],

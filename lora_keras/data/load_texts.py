@@ -31,13 +31,23 @@ def _read_jsonl(path, text_field):
             record = json.loads(line)
         except json.JSONDecodeError as error:
             raise ValueError(f"{path}, line {number}: not valid JSON ({error.msg}).") from error
+        if not isinstance(record, dict):
+            raise ValueError(
+                f"{path}, line {number}: a JSON {type(record).__name__}, not an object; each "
+                f"line of a .jsonl file is one object with a {text_field!r} field."
+            )
         if text_field not in record:
             raise ValueError(
                 f"{path}, line {number}: no {text_field!r} field; its fields are "
                 f"{sorted(record)}. Name the text's field with text_field=..."
             )
-        if record[text_field].strip():
-            documents.append(record[text_field].strip())
+        text = record[text_field]
+        if not isinstance(text, str):
+            raise ValueError(
+                f"{path}, line {number}: {text_field!r} holds a {type(text).__name__}, not text."
+            )
+        if text.strip():
+            documents.append(text.strip())
     return documents
 
 

@@ -141,6 +141,7 @@ def compare(
     seed=0,
     out=None,
     sample_prompts=(),
+    sample_length=64,
     timeout_s=None,
     verbose=True,
 ):
@@ -155,6 +156,7 @@ def compare(
         steps: training steps per mode (the first is reported apart).
         out: a new folder for results.json, report.md and the plots.
         sample_prompts: prompts to generate from after training (timed).
+        sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
 
     Returns:

@@ -9,6 +9,7 @@ terminal or a notebook shows it live, and is kept in a log beside the results.
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -16,6 +17,8 @@ import time
 
 from lora_keras.io_utils import atomic_write_json
 
+# How long to wait for the last output of a child once it has ended.
+_RELAY_GRACE_S = 10
 _OOM_MARKERS = ("ResourceExhaustedError", "out of memory", "OutOfMemoryError", "OOM when")
 
 
@@ -26,6 +29,11 @@ def _classify_failure(returncode, log_tail):
         # SIGKILL with no Python traceback: on Linux almost always the kernel's OOM killer.
         return "oom"
     return "failed"
+
+
+def _kill(process):
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _relay(stream, log_file, echo):
@@ -62,26 +70,32 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
     start = time.perf_counter()
     status = None
     with open(log_path, "wb") as log_file:
+        # A session of its own, so that a kill reaches any process the child started too
+        # (one holding the output pipe would otherwise keep the relay waiting).
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
         relay = threading.Thread(target=_relay, args=(process.stdout, log_file, echo))
         relay.start()
         try:
             process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+            _kill(process)
             status = "timeout"
         except KeyboardInterrupt:
-            process.kill()
+            _kill(process)
             raise
         finally:
-            relay.join()
+            relay.join(timeout=_RELAY_GRACE_S)
+    # The parent's clock for every run, finished or not: process start and imports included.
     wall_time = time.perf_counter() - start
     if status is None and process.returncode == 0 and os.path.exists(result_path):
         with open(result_path) as file:
-            return json.load(file)
+            return dict(json.load(file), wall_time_s=wall_time)
     with open(log_path, "rb") as file:
         tail = file.read()[-3000:].decode("utf-8", errors="replace")
     if status == "timeout":

@@ -130,9 +130,20 @@ def _memory_over_steps_figure(results, title):
     figure, axes = _figure(0)
     for run in runs:
         values = np.array(run["memory_over_steps"], dtype=float) / size
-        axes.plot(np.arange(1, len(values) + 1), values, marker=".", label=run_label(run))
+        steps = np.arange(1, len(values) + 1)
+        (line,) = axes.plot(steps, values, marker=".", label=f"{run_label(run)}: peak so far")
+        in_use = run.get("memory_in_use_over_steps")
+        if in_use:
+            axes.plot(
+                steps,
+                np.array(in_use, dtype=float) / size,
+                linestyle="--",
+                color=line.get_color(),
+                label=f"{run_label(run)}: in use",
+            )
+    axes.xaxis.get_major_locator().set_params(integer=True)
     axes.set_xlabel("training step")
-    axes.set_ylabel(f"peak memory so far ({unit})")
+    axes.set_ylabel(f"memory ({unit})")
     axes.set_title(title)
     axes.legend(fontsize="small")
     _caption_sources(figure, runs)
