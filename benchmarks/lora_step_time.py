@@ -6,7 +6,7 @@ configuration's compiled graphs and memory cannot slow another. A last process
 times the forward pass of the base model, of LoRA unmerged and of LoRA merged.
 
     python benchmarks/lora_step_time.py            # ~5 minutes on a 2-core CPU
-    python benchmarks/lora_step_time.py --steps 20 --out benchmarks/results/step_time.json
+    python benchmarks/lora_step_time.py --steps 20 --out benchmarks/results/lora_step_time.json
 
 Prints a table with ratios to full fine-tuning and writes the measurements as
 JSON (written whole or not at all).
@@ -107,10 +107,8 @@ def _time_forward(repeats, batch_size, sequence_length, seed):
     rng = np.random.default_rng(seed)
     for layer in wrappers:
         layer.lora_kernel_b.assign(rng.normal(0, 0.02, layer.lora_kernel_b.shape))
-    lm.make_predict_function(force=True)
     unmerged = median_forward()
     lk.merge_lora(lm)
-    lm.make_predict_function(force=True)
     merged = median_forward()
     return {"base_forward_s": base, "lora_unmerged_forward_s": unmerged, "merged_forward_s": merged}
 

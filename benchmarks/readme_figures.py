@@ -10,6 +10,7 @@ import json
 import pathlib
 
 from lora_keras.io_utils import atomic_write_text
+from lora_keras.measure.units import format_bytes
 from lora_keras.report.markdown import SUMMARY_COLUMNS, summary_cells
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -30,21 +31,29 @@ COLUMNS = (
 def _compare_section(folder):
     results = json.loads((folder / "results.json").read_text())
     env, config = results["environment"], results["config"]
+    finished = [run for run in results["runs"] if run["status"] == "ok"]
     keep = [SUMMARY_COLUMNS.index(column) for column in COLUMNS]
     rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     rows += [
         "| " + " | ".join(cells[i] for i in keep) + " |" for cells in summary_cells(results["runs"])
     ]
+    runtime = [run["runtime_memory_bytes"] for run in finished if run.get("runtime_memory_bytes")]
     relative = folder.relative_to(ROOT)
+    source = finished[0]["memory_source"] if finished else "n/a"
+    floor = (
+        f" Before any model existed the process held {format_bytes(max(runtime))}."
+        if runtime
+        else ""
+    )
     return "\n".join(
         [
             f"### `lora-keras compare --out {relative}` ({results['created']})",
             "",
-            f"{env['device']}, {env['backend']} {env['backend_version']}, "
-            f"keras {env['keras_version']}; "
-            f"{env['weights_source']}; {env['data_source']}; batch {config['batch_size']} x "
+            f"{env.get('device')}, {env.get('backend')} {env.get('backend_version')}, "
+            f"keras {env.get('keras_version')}; {env.get('weights_source')}; "
+            f"{env.get('data_source')}; batch {config['batch_size']} x "
             f"{config['sequence_length']} tokens, {config['steps']} steps a mode, AdamW. "
-            f"Peak memory: {results['runs'][0].get('memory_source', 'n/a')}.",
+            f"Peak memory: {source}.{floor}",
             "",
             *rows,
             "",
@@ -55,17 +64,22 @@ def _compare_section(folder):
     )
 
 
+def _times(value, full):
+    return f"{value / full:.2f}x" if full else "n/a"
+
+
 def _step_time_section(path):
     result = json.loads(path.read_text())
     runs = [run for run in result["runs"] if "error" not in run]
-    full = next(run["step_time_s"] for run in runs if run["config"] == "full")
+    full = next((run["step_time_s"] for run in runs if run["config"] == "full"), None)
     rows = [
         "| config | trainable weights | step time (median) | vs full | first step |",
         "|---|---|---|---|---|",
     ]
     rows += [
         f"| {run['config']} | {run['trainable_params']:,} | {run['step_time_s']:.2f} s | "
-        f"{run['step_time_s'] / full:.2f}x | {run['first_step_s']:.0f} s |"
+        f"{_times(run['step_time_s'], full)} | "
+        f"{run['first_step_s']:.0f} s |"
         for run in runs
     ]
     forward = result["forward"]

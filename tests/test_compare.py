@@ -117,6 +117,13 @@ def test_a_failed_run_is_recorded_and_the_next_one_finishes(tmp_path):
     assert "no-such-file.txt" in report
 
 
+def test_an_unknown_mode_in_a_spec_is_refused():
+    from lora_keras.experiments.train_one import train_one
+
+    with pytest.raises(ValueError, match="Unknown mode 'qlora9'. Known modes: full, lora"):
+        train_one(tiny_spec("x", mode="qlora9"))
+
+
 def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
     record = run_isolated(tiny_spec("slow"), str(tmp_path), echo=False, timeout_s=0.5)
     assert record["status"] == "timeout"

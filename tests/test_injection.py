@@ -247,6 +247,17 @@ def test_renamed_kerashub_attribute_fails_clearly(tiny_backbone):
         lk.apply_lora(tiny_backbone)
 
 
+def test_a_projection_of_another_type_fails_clearly(tiny_backbone):
+    attention = tiny_backbone.transformer_layers[1]._self_attention_layer
+    object.__setattr__(attention, "_query_dense", keras.layers.Identity())
+    with pytest.raises(
+        RuntimeError,
+        match="Expected '_self_attention_layer._query_dense' of "
+        "TransformerDecoder to be an EinsumDense or Dense layer, found Identity",
+    ):
+        lk.apply_lora(tiny_backbone)
+
+
 def test_layout_of_installed_kerashub_is_known():
     backbone = make_tiny_backbone()
     gpt2_surgery.check_layout(backbone)
@@ -270,6 +281,7 @@ def test_gpt2_base_counts_ours_and_keras_builtin(tmp_path):
     counts = lk.trainable_summary(ours)
     assert counts["trainable"] == 12 * 2 * (768 * 4 + 4 * 768) == 147_456
     assert counts["total"] == 124_439_808 + 147_456
+    assert lk.format_trainable_summary(ours) == "trainable 147,456 of 124,587,264 (0.12%)"
     # The adapter file holds those weights in float32 and little else: about 0.6 MB.
     lk.save_adapter(ours, tmp_path / "base.lora.h5")
     assert 147_456 * 4 < (tmp_path / "base.lora.h5").stat().st_size < 0.65e6

@@ -207,3 +207,12 @@ def test_per_axis_projection_is_refused():
     original.build((None, 4, 8))
     with pytest.raises(ValueError, match="keeps kernel axes \\['b', 'c'\\] in both input"):
         lk.LoraEinsumDense(original, rank=2)
+
+
+def test_equation_and_kernel_must_agree():
+    from lora_keras.layers.lora_equations import lora_equations
+
+    with pytest.raises(
+        ValueError, match="names 3 kernel axes but the kernel has shape \\(64, 4\\)"
+    ):
+        lora_equations("abc,cde->abde", (64, 4))
