@@ -253,3 +253,18 @@ def test_tiny_sweep_from_the_command_line(tmp_path):
     assert eight["trainable_params"] == 8 * one["trainable_params"]
     report = (out / "report.md").read_text()
     assert all(f"]({p.name})" in report for p in out.glob("*.png"))
+
+
+def test_the_tokenizer_is_trained_before_any_measured_run(tmp_path, monkeypatch):
+    from lora_keras.experiments.compare import warm_tokenizer_cache
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("LORA_KERAS_CACHE", str(cache))
+    warm_tokenizer_cache("gpt2_tiny", "pretrained", "embedded")
+    assert not cache.exists()
+    warm_tokenizer_cache("gpt2_tiny", "random", "embedded")
+    [folder] = (cache / "tokenizers").iterdir()
+    # The one a child builds for the same run is found in the cache, not trained again.
+    lm = lk.load_gpt2("gpt2_tiny", weights="random")
+    assert str(folder) in lm.provenance["tokenizer"]
+    assert len(list((cache / "tokenizers").iterdir())) == 1

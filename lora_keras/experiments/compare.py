@@ -64,6 +64,21 @@ def keep_this_process_off_the_gpu():
             return
 
 
+def warm_tokenizer_cache(preset, weights, data):
+    """Trains the tokenizer of a random-weights run here, once, so no measured run pays for it.
+
+    Every run would otherwise find it cached but the first, whose time and (on a CPU,
+    unresettable) peak memory would include training it.
+    """
+    if weights != "random" or os.path.isdir(preset):
+        return
+    from lora_keras.data import load_texts
+    from lora_keras.models import GPT2_ARCHITECTURES
+    from lora_keras.models.tokenizer import local_gpt2_tokenizer
+
+    local_gpt2_tokenizer(load_texts(data), GPT2_ARCHITECTURES[preset]["vocabulary_size"])
+
+
 def new_results_folder(out, kind):
     """Creates a fresh folder; an existing non-empty one is refused, never overwritten."""
     if out is None:
@@ -192,6 +207,7 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])
     keep_this_process_off_the_gpu()
+    warm_tokenizer_cache(config["preset"], weights, config["data"])
     config = {key: value for key, value in config.items() if key not in _NOT_CONFIG}
     config["weights"] = weights
     specs = [
