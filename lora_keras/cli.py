@@ -90,7 +90,7 @@ def _compare(args):
 def _sweep(args):
     from lora_keras.experiments import sweep
 
-    results = sweep(ranks=args.ranks, **_run_arguments(args))
+    results = sweep(ranks=args.ranks, with_full=args.with_full, **_run_arguments(args))
     _print_summary(results)
     return 0 if all(run["status"] == "ok" for run in results["runs"]) else 1
 
@@ -126,6 +126,9 @@ def build_parser():
     sweep = commands.add_parser("sweep", help="LoRA at several ranks, one process each")
     _add_run_arguments(sweep, default_steps=10)
     sweep.add_argument("--ranks", type=_csv(int), default=[1, 2, 4, 8, 16, 64])
+    sweep.add_argument(
+        "--with-full", action="store_true", help="also train full fine-tuning, as a baseline"
+    )
     sweep.set_defaults(run=_sweep)
 
     report = commands.add_parser("report", help="redraw a report from its results.json")

@@ -245,11 +245,16 @@ def test_tiny_sweep_from_the_command_line(tmp_path):
     out = tmp_path / "sweep"
     arguments = ["sweep", "--preset", "gpt2_tiny", "--weights", "random", "--ranks", "1,8"]
     arguments += ["--steps", "2", "--batch-size", "2", "--sequence-length", "32", "--out", str(out)]
-    assert cli.main(arguments) == 0
+    assert cli.main([*arguments, "--with-full"]) == 0
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["kind"] == "sweep" and saved["config"]["ranks"] == [1, 8]
-    assert [(run["rank"], run["status"]) for run in saved["runs"]] == [(1, "ok"), (8, "ok")]
-    one, eight = saved["runs"]
+    assert saved["config"]["modes"] == ["full", "lora"]
+    assert [(run["mode"], run["rank"], run["status"]) for run in saved["runs"]] == [
+        ("full", None, "ok"),
+        ("lora", 1, "ok"),
+        ("lora", 8, "ok"),
+    ]
+    _, one, eight = saved["runs"]
     assert eight["trainable_params"] == 8 * one["trainable_params"]
     report = (out / "report.md").read_text()
     assert all(f"]({p.name})" in report for p in out.glob("*.png"))

@@ -18,17 +18,22 @@ def sweep(
     out=None,
     timeout_s=None,
     verbose=True,
+    with_full=False,
 ):
     """Trains LoRA once per rank: trainable weights, peak memory, step time, final loss.
 
-    Arguments are those of `lk.compare`, with `ranks` in place of `modes` and `rank`.
+    Arguments are those of `lk.compare`, with `ranks` in place of `modes` and `rank`;
+    `with_full=True` also trains full fine-tuning once, drawn as a baseline in the plots.
 
     Returns:
         The results dict also written to `out/results.json` (`config["kind"] == "sweep"`).
     """
-    config = dict(locals(), kind="sweep", modes=["lora"], rank=None, targets=list(targets))
+    modes = ["full", "lora"] if with_full else ["lora"]
+    config = dict(locals(), kind="sweep", rank=None, targets=list(targets))
+    del config["with_full"]  # said by `modes`
     config["ranks"] = ranks = [int(rank) for rank in ranks]
     if not ranks or any(rank < 1 for rank in ranks):
         raise ValueError(f"ranks must be integers of at least 1, got {ranks}.")
-    runs = [(f"lora_rank_{rank}", "lora", rank) for rank in ranks]
+    runs = [("full", "full", None)] if with_full else []
+    runs += [(f"lora_rank_{rank}", "lora", rank) for rank in ranks]
     return run_experiment(config, runs, [], timeout_s, verbose)
