@@ -3,6 +3,8 @@
 from lora_keras.adapters import load_adapter, save_adapter
 from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
 from lora_keras.experiments import compare, sweep, tutorial_optimizer
+from lora_keras.experiments.compare import choose_weights
+from lora_keras.experiments.environment import describe_environment
 from lora_keras.gpt2_surgery import TARGETS
 from lora_keras.injection import (
     LoraGPT2Backbone,
@@ -41,7 +43,9 @@ __all__ = [
     "MemoryCallback",
     "StepTimeCallback",
     "apply_lora",
+    "choose_weights",
     "compare",
+    "describe_environment",
     "embedded_corpus",
     "estimate_for_model",
     "estimate_training_memory",

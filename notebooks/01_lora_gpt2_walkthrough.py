@@ -87,10 +87,7 @@ import lora_keras as lk
 GPUS = tf.config.list_physical_devices("GPU")
 ON_GPU = bool(GPUS)
 ON_COLAB = "google.colab" in sys.modules
-if ON_GPU:
-    DEVICE = tf.config.experimental.get_device_details(GPUS[0]).get("device_name", GPUS[0].name)
-else:
-    DEVICE = f"CPU only ({os.cpu_count()} cores)"
+DEVICE = lk.describe_environment()["device"]
 print(f"lora_keras {lk.__version__}, Keras {keras.__version__}, backend: {keras.config.backend()}")
 print(f"device: {DEVICE}" + (" on Colab" if ON_COLAB else ""))
 
@@ -132,15 +129,9 @@ def setting(name, value, default, why):
 
 runtime = "GPU" if ON_GPU else "CPU"
 PRESET = setting("PRESET", PRESET, "gpt2_base_en", "the tutorial's model")
-if PRESET == "gpt2_tiny":
-    default_weights, why = "random", "gpt2_tiny has no pretrained weights"
-elif os.path.isdir(PRESET):
-    default_weights, why = "pretrained", "a preset folder carries its own weights"
-elif ONLINE:
-    default_weights, why = "pretrained", "the KerasHub download host answered"
-else:
-    default_weights, why = "random", "OFFLINE: same architecture, random weights, local tokenizer"
-WEIGHTS = setting("WEIGHTS", WEIGHTS, default_weights, why)
+# The rule `lk.compare` follows: pretrained when the download host answers, else random.
+WEIGHTS, why = lk.choose_weights(PRESET, WEIGHTS)
+print(f"{'WEIGHTS':<22} = {WEIGHTS!r:<16} ({why})")
 DATA = setting(
     "DATA",
     DATA,
