@@ -277,7 +277,7 @@ def _document(rng, family):
 
 
 def embedded_corpus(seed=0):
-    """The package's own English corpus: `NUM_DOCUMENTS` distinct documents, about 350 KB.
+    """The package's own English corpus: `NUM_DOCUMENTS` distinct documents, over 200 KB.
 
     The same `seed` gives the same documents in the same order, on any machine: everything is
     drawn from one `random.Random(seed)`. The families take turns, so any prefix is balanced.

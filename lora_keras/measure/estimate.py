@@ -27,6 +27,7 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, for dtype sizes 
 import numpy as np
 
 from lora_keras.measure.units import format_bytes, format_share
+from lora_keras.summary import trainable_summary
 
 # AdamW's first and second moment estimates, each the shape and dtype of its weight.
 ADAMW_SLOTS = 2
@@ -185,6 +186,7 @@ def estimate_for_model(model, batch_size, sequence_length):
             "estimate_for_model expects a KerasHub GPT2CausalLM or GPT2Backbone; got "
             f"{type(model).__name__}, which has no `num_layers`."
         )
+    counts = trainable_summary(backbone)  # each weight once, tied embeddings included
     policy = model.dtype_policy
     return estimate_training_memory(
         num_layers=backbone.num_layers,
@@ -192,8 +194,8 @@ def estimate_for_model(model, batch_size, sequence_length):
         num_heads=backbone.num_heads,
         intermediate_dim=backbone.intermediate_dim,
         vocabulary_size=backbone.vocabulary_size,
-        trainable_params=_count(model.trainable_weights),
-        total_params=_count(model.weights),
+        trainable_params=counts["trainable"],
+        total_params=counts["total"],
         batch_size=batch_size,
         sequence_length=sequence_length,
         weight_dtype_bytes=_dtype_bytes(policy.variable_dtype),
@@ -213,10 +215,6 @@ def explain_estimate(estimate):
         f"{format_bytes(total)}): {note}."
         for name, note in COMPONENT_NOTES.items()
     ]
-
-
-def _count(weights):
-    return sum(int(np.prod(weight.shape)) for weight in weights)
 
 
 def _dtype_bytes(dtype):

@@ -6,7 +6,8 @@ The KerasHub rows are checked against KerasHub's own preset metadata in `tests/t
 
 `gpt2_tiny` is ours, for CPUs, tests and quick workshop runs: 4 layers, 4 heads, hidden 128. It has
 no pretrained weights; its 4,096-token vocabulary is the size its local tokenizer is trained up to
-(the embedded corpus fills about 1,800 of them; the rest are rows no token id reaches).
+(the embedded corpus fills fewer of them; the rest are rows no token id reaches, and
+`lm.provenance["tokenizer"]` says how many the tokenizer has).
 """
 
 GPT2_ARCHITECTURES = {

@@ -111,7 +111,7 @@ def _where_the_memory_goes(runs):
     runs = measured_runs(runs, "estimate")
     if not runs:
         return None
-    full = next((run for run in runs if run["mode"] == "full"), None)
+    full = full_run(runs)
     entries = []
     for run in runs:
         lines = [f"### {run_label(run)}", ""]
