@@ -135,7 +135,8 @@ def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
     [
         (1, "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when", "oom"),
         (1, "torch.OutOfMemoryError: CUDA out of memory", "oom"),
-        (-9, "", "oom"),
+        (-9, "", "killed"),
+        (-15, "", "killed"),
         (1, "ValueError: bad", "failed"),
     ],
 )
@@ -143,10 +144,11 @@ def test_failures_are_classified(returncode, tail, status):
     assert _classify_failure(returncode, tail) == status
 
 
-def test_an_existing_report_is_never_overwritten(tmp_path):
-    (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="already holds files .* Choose a new --out folder"):
-        new_results_folder(str(tmp_path), "compare")
+def test_an_existing_folder_is_never_reused_even_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for existing in (tmp_path, tmp_path / "empty"):
+        with pytest.raises(FileExistsError, match="already exists. Choose a new --out folder"):
+            new_results_folder(str(existing), "compare")
     assert new_results_folder(str(tmp_path / "new"), "compare") == str(tmp_path / "new")
 
 
@@ -169,8 +171,11 @@ def test_default_weights_follow_the_network(monkeypatch):
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"modes": ("full", "qlora9")}, "Unknown mode\\(s\\) \\['qlora9'\\]. Known: full, lora"),
-        ({"steps": 1}, "steps must be at least 2 \\(the first is timed apart\\), got 1"),
+        (
+            {"modes": ("full", "qlora9")},
+            "Unknown mode\\(s\\) \\['qlora9'\\] in modes \\(--modes\\). Known: full, lora",
+        ),
+        ({"steps": 1}, "steps \\(--steps\\) must be at least 2, got 1"),
         ({"targets": ("query", "vaule")}, "Unknown LoRA target\\(s\\) \\['vaule'\\]"),
     ],
 )
@@ -181,7 +186,7 @@ def test_compare_refuses_bad_arguments(tmp_path, kwargs, message):
 
 
 def test_sweep_refuses_bad_ranks(tmp_path):
-    with pytest.raises(ValueError, match="ranks must be integers of at least 1, got \\[4, 0\\]"):
+    with pytest.raises(ValueError, match="ranks \\(--ranks\\) must be at least 1, got 0"):
         lk.sweep(ranks=(4, 0), preset="gpt2_tiny", out=str(tmp_path / "x"))
 
 
