@@ -256,7 +256,6 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from lora_keras.experiments.compare import Interrupted
-    from lora_keras.report.write_report import ReportIncomplete
 
     try:
         return args.run(args)
@@ -264,15 +263,15 @@ def main(argv=None):
         where = f": {interrupted.folder}/report.md holds the runs that finished"
         print(f"lora-keras: interrupted by {interrupted.signal_name}{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except ReportIncomplete as error:
-        print(f"lora-keras: error: {error}", file=sys.stderr)
-        return EXIT_REPORT_INCOMPLETE
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as error:
         print(f"lora-keras: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as error:
-        # Anything else the disk says (full, read-only) while results were being written.
-        print(f"lora-keras: error: could not write the results: {error}", file=sys.stderr)
+        # What the disk says (full, read-only) while the results or the report were written.
+        from lora_keras.report.write_report import ReportIncomplete  # here: it imports Keras
+
+        said = "" if isinstance(error, ReportIncomplete) else "could not write the results: "
+        print(f"lora-keras: error: {said}{error}", file=sys.stderr)
         return EXIT_REPORT_INCOMPLETE
 
 

@@ -129,7 +129,7 @@ def read_documents(source, text_field="text"):
 
 
 def check_reddit_tifu_available():
-    """Raises `RuntimeError` at once when reddit_tifu is neither downloaded nor downloadable."""
+    """Raises `ConnectionError` at once when reddit_tifu is neither downloaded nor downloadable."""
     # The host first: asking TFDS whether it is prepared imports TensorFlow (seconds).
     if host_reachable(REDDIT_TIFU_HOST):
         return
@@ -137,7 +137,7 @@ def check_reddit_tifu_available():
 
     # Offline, TFDS retries its download for minutes; a prepared copy needs no network.
     if not tfds.builder("reddit_tifu").is_prepared():
-        raise RuntimeError(
+        raise ConnectionError(
             "Could not load TFDS reddit_tifu: it is not downloaded yet and "
             f"{REDDIT_TIFU_HOST[0]} does not answer. With no network, use "
             "load_texts('embedded') (--data embedded) or a local .txt/.jsonl file."

@@ -100,23 +100,28 @@ def new_results_folder(out, kind):
         else:
             folder = os.fspath(out)
         try:
-            parent = os.path.dirname(os.path.abspath(folder))
-            os.makedirs(parent, exist_ok=True)
-            os.mkdir(folder)
+            os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
+            os.mkdir(folder)  # exclusive: fails if the folder exists, whoever made it
             return folder
         except FileExistsError as error:
-            if out is not None:
+            if out is not None and os.path.isdir(folder):
                 raise FileExistsError(
                     f"'{folder}' already exists. Choose a new --out folder (out=...); "
                     "lora-keras never writes into an existing folder, so a report holds only "
                     "its own runs."
                 ) from error
+            if out is not None:
+                raise _unwritable(folder, error) from error
         except OSError as error:
-            raise ValueError(
-                f"Cannot create the results folder '{folder}': {error.strerror}. Choose a "
-                "writable place with --out (out=...)."
-            ) from error
+            raise _unwritable(folder, error) from error
     raise FileExistsError(f"Could not find a free folder name under {DEFAULT_RESULTS_ROOT}.")
+
+
+def _unwritable(folder, error):
+    return ValueError(
+        f"Cannot create the results folder '{folder}': {error.strerror}. Choose a writable "
+        "place with --out (out=...)."
+    )
 
 
 class Interrupted(KeyboardInterrupt):
