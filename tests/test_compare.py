@@ -1,4 +1,8 @@
+import datetime
+import importlib
 import json
+import os
+import types
 
 import matplotlib.image
 import pytest
@@ -278,3 +282,67 @@ def test_the_tokenizer_is_trained_before_any_measured_run(tmp_path, monkeypatch)
     lm = lk.load_gpt2("gpt2_tiny", weights="random")
     assert str(folder) in lm.provenance["tokenizer"]
     assert len(list((cache / "tokenizers").iterdir())) == 1
+
+
+def test_default_folders_are_unique_even_in_the_same_second(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    monkeypatch.chdir(tmp_path)
+    suffixes = iter(["aaaa", "aaaa", "bbbb"])
+    monkeypatch.setattr(compare_module.secrets, "token_hex", lambda n: next(suffixes))
+    noon = datetime.datetime(2026, 11, 28, 12, 0, 0)
+    monkeypatch.setattr(
+        compare_module, "datetime", types.SimpleNamespace(datetime=FixedClock(noon))
+    )
+    first = new_results_folder(None, "compare")
+    second = new_results_folder(None, "compare")  # the same name is taken: it draws again
+    assert first == f"lora-keras-results/compare-20261128-120000-{os.getpid()}-aaaa"
+    assert second == f"lora-keras-results/compare-20261128-120000-{os.getpid()}-bbbb"
+    assert len(list((tmp_path / "lora-keras-results").iterdir())) == 2
+
+
+class FixedClock:
+    def __init__(self, moment):
+        self.moment = moment
+
+    def now(self, tz=None):
+        return self.moment
+
+
+def test_only_lora_family_runs_carry_a_rank(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    planned = []
+    monkeypatch.setattr(compare_module, "run_experiment", lambda c, runs, *a: planned.extend(runs))
+    lk.compare(preset="gpt2_tiny", modes=("full", "lora"), rank=4, out=str(tmp_path / "x"))
+    assert planned == [("full", "full", None), ("lora", "lora", 4)]
+
+
+def test_the_failure_text_is_the_python_error_without_logs_or_colours():
+    from lora_keras.experiments.isolated_run import _error_text
+
+    log = (
+        "\x1b[1m1/2\x1b[0m \x1b[32m━━━━\x1b[0m\r\x1b[1m2/2\x1b[0m loss: 3.1\n"
+        "I0000 00:00:1795876565.820238    5923 cudart_stub.cc:31] Could not find cuda drivers\n"
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "Traceback (most recent call last):\n"
+        '  File "train_one.py", line 3, in <module>\n'
+        "    fit()\n"
+        "    ^^^^^\n"
+        "ValueError: the texts are empty\n"
+    )
+    assert _error_text(1, log) == "ValueError: the texts are empty"
+    assert _error_text(-15, log) == "killed by signal 15 (SIGTERM); no Python error was raised"
+    assert _error_text(3, "I0000 00:00:17.1  5 x.cc:1] noise\nlast words\n") == (
+        "exit code 3: last words"
+    )
+
+
+def test_a_non_finite_loss_marks_the_run():
+    from lora_keras.experiments.train_one import _mark_non_finite_loss
+
+    record = {"status": "ok", "error": None, "loss": [3.0, float("nan"), float("nan")]}
+    _mark_non_finite_loss(record)
+    assert record["status"] == "non-finite loss"
+    assert record["error"].startswith("the training loss became nan at step 2: training diverged")
+    finite = {"status": "ok", "error": None, "loss": [3.0, 2.0]}
+    _mark_non_finite_loss(finite)
+    assert finite["status"] == "ok"
