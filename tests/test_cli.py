@@ -208,7 +208,7 @@ def test_offline_reddit_tifu_is_bad_input(tmp_path, capsys, monkeypatch):
 
 def test_offline_pretrained_weights_are_bad_input(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("lora_keras.network.pretrained_reachable", lambda: False)
+    monkeypatch.setattr("lora_keras.models.pretrained_reachable", lambda: False)
     argv = ["compare", "--preset", "gpt2_base_en", "--weights", "pretrained"]
     assert cli.main(argv) == cli.EXIT_BAD_INPUT
     assert "this machine looks offline. Use weights='random'" in capsys.readouterr().err

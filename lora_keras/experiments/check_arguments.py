@@ -103,7 +103,8 @@ def check_preset_and_weights(preset, weights):
             "and has no pretrained weights. Use weights='random' (--weights random)."
         )
     if weights == "pretrained" and not os.path.isdir(preset):
-        from lora_keras.network import download_host, pretrained_reachable
+        from lora_keras.models import pretrained_reachable
+        from lora_keras.network import download_host
 
         if not pretrained_reachable():
             host, port = download_host()

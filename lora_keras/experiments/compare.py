@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from lora_keras.experiments.check_arguments import check_arguments
+from lora_keras.experiments.check_arguments import check_arguments, check_preset_and_weights
 from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.io_utils import atomic_write_json
 
@@ -27,16 +27,10 @@ def _say(message):
 
 def choose_weights(preset, weights):
     """`weights`, or for `None`: pretrained when the download host answers, else random."""
-    from lora_keras.models import KNOWN_PRESETS, architectures, pretrained_reachable
+    from lora_keras.models import architectures, pretrained_reachable
 
-    if not (os.path.isdir(preset) or preset in KNOWN_PRESETS):
-        raise ValueError(
-            f"Unknown preset {preset!r}. Known presets: {', '.join(KNOWN_PRESETS)}; or give the "
-            "path of a folder written by `save_to_preset`."
-        )
+    check_preset_and_weights(preset, weights)
     if weights is not None:
-        if weights not in ("pretrained", "random"):
-            raise ValueError(f"weights must be 'pretrained' or 'random', got '{weights}'.")
         return weights, f"weights='{weights}' as asked"
     if preset in architectures.BUILTIN_PRESETS:
         return "random", f"{preset} has no pretrained weights"
