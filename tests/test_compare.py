@@ -346,3 +346,15 @@ def test_a_non_finite_loss_marks_the_run():
     finite = {"status": "ok", "error": None, "loss": [3.0, 2.0]}
     _mark_non_finite_loss(finite)
     assert finite["status"] == "ok"
+
+
+def test_a_failed_start_leaves_no_folder(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+
+    def broken(*args):
+        raise RuntimeError("tokenizer training failed")
+
+    monkeypatch.setattr(compare_module, "warm_tokenizer_cache", broken)
+    with pytest.raises(RuntimeError, match="tokenizer training failed"):
+        lk.compare(preset="gpt2_tiny", weights="random", steps=2, out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

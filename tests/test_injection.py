@@ -344,3 +344,17 @@ def test_a_bool_rank_is_refused_and_changes_nothing(tiny_backbone):
         lk.apply_lora(tiny_backbone, rank=True)
     assert lk.lora_layers(tiny_backbone) == {}
     assert lk.trainable_summary(tiny_backbone) == before
+
+
+def test_a_lora_keras_file_loads_in_a_fresh_process_that_imports_keras_first(tiny_lm, tmp_path):
+    randomize_lora_b(lk.apply_lora(tiny_lm, rank=4))
+    tiny_lm.save(tmp_path / "lora.keras")
+    # `import lora_keras` is lazy; with Keras already imported it registers the LoRA classes.
+    script = f"""
+import keras, lora_keras
+model = keras.saving.load_model({str(tmp_path / "lora.keras")!r})
+print(type(model.backbone).__name__, len(lora_keras.lora_layers(model)))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["LoraGPT2Backbone", str(2 * LAYERS)]

@@ -274,7 +274,7 @@ def test_a_comparison_that_died_without_a_word_says_so(tmp_path):
     write(tmp_path, data)
     write_report(tmp_path)
     markdown = (tmp_path / "report.md").read_text()
-    assert "stopped before every run had finished" in markdown
+    assert "has runs that did not finish: it is still running, or its process ended" in markdown
     assert "Missing results: lora r=4 (running)." in markdown
 
 

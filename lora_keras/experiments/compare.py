@@ -184,8 +184,9 @@ def run_specs(specs, config, out, echo=True, timeout_s=None):
         signal_name = getattr(error, "signal_name", "SIGINT")
         results["interrupted"] = {"signal": signal_name, "at": _now()}
         atomic_write_json(results_path, results)
-        _say(f"\ninterrupted by {signal_name}: writing the report of the runs that finished")
+        # Written before anything is printed: after SIGHUP the terminal may be gone.
         write_report(out)
+        _say(f"\ninterrupted by {signal_name}: {out}/report.md holds the runs that finished")
         raise Interrupted(signal_name, out) from error
     write_report(out)
     return results
@@ -305,7 +306,11 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])
     keep_this_process_off_the_gpu()
-    warm_tokenizer_cache(config["preset"], weights, config["data"], config["text_field"])
+    try:
+        warm_tokenizer_cache(config["preset"], weights, config["data"], config["text_field"])
+    except BaseException:
+        os.rmdir(out)  # still empty: a failed start leaves no folder behind
+        raise
     config = {key: value for key, value in config.items() if key not in _NOT_CONFIG}
     config["weights"] = weights
     specs = [

@@ -24,7 +24,8 @@ def sweep(
 ):
     """Trains LoRA once per rank: trainable weights, peak memory, step time, final loss.
 
-    Arguments are those of `lk.compare`, with `ranks` in place of `modes` and `rank`;
+    Arguments are those of `lk.compare` (`text_field` included), with `ranks` (each once) in
+    place of `modes` and `rank`;
     `with_full=True` also trains full fine-tuning once, drawn as a baseline in the plots.
 
     Returns:

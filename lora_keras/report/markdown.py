@@ -65,7 +65,8 @@ def _incomplete(results):
     why = (
         f"was interrupted by {interrupted['signal']} at {interrupted['at']}"
         if isinstance(interrupted, dict)
-        else "stopped before every run had finished (the process ended without saying why)"
+        else "has runs that did not finish: it is still running, or its process ended "
+        "without saying why"
     )
     runs = ", ".join(f"{label} ({status})" for label, status in unfinished)
     return (
