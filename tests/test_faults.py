@@ -112,7 +112,10 @@ def test_an_interrupted_comparison_keeps_the_runs_that_finished(tmp_path, capsys
     parent = start_compare(tmp_path, "--modes", "full,lora")
     [out] = run_folder(tmp_path)
     wait_for(
-        lambda: [run["status"] for run in results_of(out)["runs"]] == ["ok", "running"],
+        lambda: (
+            (out / "results.json").exists()
+            and [run["status"] for run in results_of(out)["runs"]] == ["ok", "running"]
+        ),
         timeout=300,
         what="the first run to finish",
     )

@@ -174,6 +174,7 @@ def run_specs(specs, config, out, echo=True, timeout_s=None):
     results = {"schema_version": 1, "created": _now(), "environment": {}, "config": config}
     results["runs"] = [_placeholder(spec, "not started") for spec in specs]
     results_path = os.path.join(out, "results.json")
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
     atomic_write_json(results_path, results)
     try:
         with stop_on_signals():
