@@ -263,6 +263,9 @@ def main(argv=None):
         where = f": {interrupted.folder}/report.md holds the runs that finished"
         print(f"lora-keras: interrupted by {interrupted.signal_name}{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print("lora-keras: interrupted (Ctrl-C) before any run started", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as error:
         print(f"lora-keras: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -235,3 +235,12 @@ def test_an_existing_out_is_refused_even_empty(tmp_path, capsys):
     (tmp_path / "out").mkdir()
     assert cli.main(["compare", *TINY, "--out", str(tmp_path / "out")]) == cli.EXIT_BAD_INPUT
     assert "already exists. Choose a new --out folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_any_run_is_an_interruption_not_a_traceback(capsys, monkeypatch):
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_compare", interrupt)
+    assert cli.main(["compare", *TINY]) == cli.EXIT_INTERRUPTED
+    assert "interrupted (Ctrl-C) before any run started" in capsys.readouterr().err
