@@ -260,11 +260,15 @@ def main(argv=None):
     try:
         return args.run(args)
     except Interrupted as interrupted:
-        where = f": {interrupted.folder}/report.md holds the runs that finished"
+        where = (
+            f": {interrupted.folder}/report.md holds the runs that finished"
+            if interrupted.folder
+            else " before any run started"
+        )
         print(f"lora-keras: interrupted by {interrupted.signal_name}{where}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except KeyboardInterrupt:
-        print("lora-keras: interrupted (Ctrl-C) before any run started", file=sys.stderr)
+        print("lora-keras: interrupted by SIGINT before any run started", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as error:
         print(f"lora-keras: error: {error}", file=sys.stderr)

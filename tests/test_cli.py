@@ -243,4 +243,4 @@ def test_ctrl_c_before_any_run_is_an_interruption_not_a_traceback(capsys, monkey
 
     monkeypatch.setattr(cli, "_compare", interrupt)
     assert cli.main(["compare", *TINY]) == cli.EXIT_INTERRUPTED
-    assert "interrupted (Ctrl-C) before any run started" in capsys.readouterr().err
+    assert "interrupted by SIGINT before any run started" in capsys.readouterr().err

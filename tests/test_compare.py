@@ -2,6 +2,7 @@ import datetime
 import importlib
 import json
 import os
+import signal
 import types
 
 import matplotlib.image
@@ -358,3 +359,16 @@ def test_a_failed_start_leaves_no_folder(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="tokenizer training failed"):
         lk.compare(preset="gpt2_tiny", weights="random", steps=2, out=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_before_the_first_run_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    monkeypatch.setattr(
+        compare_module, "warm_tokenizer_cache", lambda *a: os.kill(os.getpid(), signal.SIGTERM)
+    )
+    argv = ["compare", "--preset", "gpt2_tiny", "--weights", "random", "--steps", "2"]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == cli.EXIT_INTERRUPTED
+    assert "interrupted by SIGTERM before any run started" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # The handlers are put back once the comparison ends.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

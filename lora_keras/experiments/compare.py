@@ -308,7 +308,8 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
     out = new_results_folder(config["out"], config["kind"])
     keep_this_process_off_the_gpu()
     try:
-        warm_tokenizer_cache(config["preset"], weights, config["data"], config["text_field"])
+        with stop_on_signals():
+            warm_tokenizer_cache(config["preset"], weights, config["data"], config["text_field"])
     except BaseException:
         os.rmdir(out)  # still empty: a failed start leaves no folder behind
         raise
