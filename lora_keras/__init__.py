@@ -14,7 +14,14 @@ from lora_keras.injection import (
     unmerge_lora,
     unwrap_lora,
 )
-from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+from lora_keras.layers import (
+    BaseDoraLayer,
+    BaseLoraLayer,
+    DoraDense,
+    DoraEinsumDense,
+    LoraDense,
+    LoraEinsumDense,
+)
 from lora_keras.measure import (
     LossHistory,
     MemoryCallback,
@@ -35,7 +42,10 @@ __all__ = [
     "GPT2_ARCHITECTURES",
     "KNOWN_PRESETS",
     "TARGETS",
+    "BaseDoraLayer",
     "BaseLoraLayer",
+    "DoraDense",
+    "DoraEinsumDense",
     "LoraDense",
     "LoraEinsumDense",
     "LoraGPT2Backbone",
