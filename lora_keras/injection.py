@@ -164,11 +164,11 @@ def apply_lora(
                 f"settings, got {ours}. Or call `lk.unwrap_lora(model)` first."
             )
     planned = []
+    for_einsum, for_dense = VARIANTS[variant]
     try:
         for block in backbone.transformer_layers:
             for target in targets:
                 original = surgery.get_layer(block, target)
-                for_einsum, for_dense = VARIANTS[variant]
                 wrapper_class = (
                     for_einsum if isinstance(original, keras.layers.EinsumDense) else for_dense
                 )
