@@ -289,3 +289,18 @@ def test_estimate_counts_doras_extra_tensors(tiny_lm):
     assert explain_estimate(dora)[-1].startswith("dora: ")
     lk.merge_lora(tiny_lm)  # merged, DoRA computes no norm
     assert "dora" not in estimate_for_model(tiny_lm, batch_size=2, sequence_length=16)
+
+
+@pytest.mark.large
+def test_train_one_measures_a_dora_run(tmp_path, monkeypatch):
+    """What a `compare --modes dora` child runs, in this process."""
+    from test_compare import tiny_spec
+
+    from lora_keras.experiments.train_one import train_one
+
+    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path))
+    record = train_one(tiny_spec("dora", mode="dora"))
+    assert (record["status"], record["mode"], record["rank"]) == ("ok", "dora", 2)
+    # gpt2_tiny: 4 blocks, query and value each (128, 4, 32): A, B at rank 2, 4 x 32 magnitudes.
+    assert record["trainable_params"] == 4 * 2 * (128 * 2 + 2 * 4 * 32 + 4 * 32)
+    assert record["estimate"]["dora"] > 0 and len(record["loss"]) == 2
