@@ -8,11 +8,15 @@ import h5py
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import apply_lora, lora_layers, lora_settings
+from lora_keras.injection import VARIANTS, apply_lora, lora_layers, lora_settings
 from lora_keras.io_utils import atomic_write_bytes
 
 ADAPTER_FORMAT = "lora_keras.adapter"
-ADAPTER_VERSION = 1
+# Version 2 names the variant that wrote the file (DoRA files also hold magnitudes), so a
+# lora_keras that reads version 1 refuses a DoRA file instead of loading it as LoRA.
+ADAPTER_VERSION = 2
+# Version 1 files hold LoRA factors only, written before variants existed.
+_READABLE_VERSIONS = {1: "lora", 2: None}
 _ARCHITECTURE_FIELDS = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
 
 
@@ -23,9 +27,10 @@ def _architecture(backbone):
 def save_adapter(model, path):
     """Writes the LoRA weights of `model` to an HDF5 file, whole or not at all.
 
-    Each layer's `lora_kernel_a` and `lora_kernel_b` are stored under its path
-    (`transformer_layer_0/query/...`), not its position, next to the settings
-    (rank, alpha, targets, scaling rule) and the architecture, so that
+    Each layer's `lora_kernel_a` and `lora_kernel_b` (and a DoRA layer's
+    `magnitude`) are stored under its path (`transformer_layer_0/query/...`), not
+    its position, next to the settings (rank, alpha, targets, scaling rule,
+    variant) and the architecture, so that
     `load_adapter` can refuse a file that does not fit. A merged model saves
     the same adapter as an unmerged one.
 
@@ -46,8 +51,8 @@ def save_adapter(model, path):
         for layer_path, layer in wrapped.items():
             group = file.create_group(layer_path)
             group.attrs["kernel_shape"] = tuple(layer.original_layer.kernel.shape)
-            group["lora_kernel_a"] = np.asarray(layer.lora_kernel_a.numpy())
-            group["lora_kernel_b"] = np.asarray(layer.lora_kernel_b.numpy())
+            for name, variable in layer.adapter_weights().items():
+                group[name] = np.asarray(variable.numpy())
     atomic_write_bytes(path, buffer.getvalue())
 
 
@@ -69,20 +74,26 @@ def _read_hdf5(path):
     with h5py.File(path, "r") as file:
         if file.attrs.get("format") != ADAPTER_FORMAT:
             raise ValueError(f"'{path}' is not a lora_keras adapter file (no '{ADAPTER_FORMAT}').")
-        if file.attrs.get("version") != ADAPTER_VERSION:
+        version = file.attrs.get("version")
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
-                f"'{path}' is a version {file.attrs.get('version')} adapter file; this "
-                f"lora_keras reads version {ADAPTER_VERSION}. Install the lora_keras that wrote it."
+                f"'{path}' is a version {version} adapter file; this lora_keras reads versions "
+                f"up to {ADAPTER_VERSION}. Install the lora_keras that wrote it."
             )
         settings = json.loads(file.attrs["settings"])
+        settings.setdefault("variant", _READABLE_VERSIONS[version])
+        if settings["variant"] not in VARIANTS:
+            raise ValueError(
+                f"'{path}' holds a {settings['variant']!r} adapter; this lora_keras knows the "
+                f"variants {', '.join(VARIANTS)}. Install the lora_keras that wrote it."
+            )
         architecture = json.loads(file.attrs["architecture"])
         layers = {}
         for block_name, block in file.items():
             for target, group in block.items():
                 layers[f"{block_name}/{target}"] = {
                     "kernel_shape": tuple(int(d) for d in group.attrs["kernel_shape"]),
-                    "lora_kernel_a": group["lora_kernel_a"][()],
-                    "lora_kernel_b": group["lora_kernel_b"][()],
+                    "weights": {name: group[name][()] for name in group},
                 }
     return settings, architecture, layers
 
@@ -102,15 +113,31 @@ def _check_layers(settings, layers, model):
             f"The adapter file does not match its own settings: missing {missing}, unexpected "
             f"{unexpected}. The file is damaged or was not written by `lk.save_adapter`."
         )
+    names = sorted(VARIANTS[settings["variant"]][0].ADAPTER_WEIGHT_NAMES)
     for layer_path, stored in layers.items():
+        weights = stored["weights"]
+        if sorted(weights) != names:
+            raise ValueError(
+                f"The adapter file holds {sorted(weights)} for {layer_path}; a "
+                f"{settings['variant']!r} adapter holds {names}. The file is damaged or was not "
+                "written by `lk.save_adapter`."
+            )
         rank = settings["rank"]
-        shapes = (stored["lora_kernel_a"].shape[-1], stored["lora_kernel_b"].shape[0])
+        shapes = (weights["lora_kernel_a"].shape[-1], weights["lora_kernel_b"].shape[0])
         if stored["kernel_shape"] != expected[layer_path] or shapes != (rank, rank):
             raise ValueError(
                 f"Adapter of the wrong shape for {layer_path}: saved for a kernel of shape "
                 f"{stored['kernel_shape']} at rank {rank}, this model's kernel has shape "
                 f"{expected[layer_path]}."
             )
+        # What a variant adds to A and B (DoRA's magnitude) has one value per output unit.
+        output_dims = weights["lora_kernel_b"].shape[1:]
+        for name in sorted(set(weights) - {"lora_kernel_a", "lora_kernel_b"}):
+            if weights[name].shape != output_dims:
+                raise ValueError(
+                    f"Adapter of the wrong shape for {layer_path}: its {name} has shape "
+                    f"{weights[name].shape}, its B has output shape {output_dims}."
+                )
 
 
 def _check_architecture(architecture, model):
@@ -124,6 +151,12 @@ def _check_architecture(architecture, model):
 
 def _check_settings(settings, wrapped):
     current = lora_settings(wrapped)
+    if current["variant"] != settings["variant"]:
+        raise ValueError(
+            f"Wrong variant: the adapter was written by a {settings['variant']!r} model, this "
+            f"model's LoRA is {current['variant']!r}. Load it into a model without LoRA, or "
+            "unwrap first with `lk.unwrap_lora(model)`."
+        )
     if current["rank"] != settings["rank"]:
         raise ValueError(
             f"Wrong rank: the adapter has rank {settings['rank']}, this model's LoRA has rank "
@@ -154,7 +187,7 @@ def load_adapter(model, path):
         path: an adapter file.
 
     Returns:
-        The adapter's settings (rank, alpha, dropout, rslora, targets).
+        The adapter's settings (rank, alpha, dropout, rslora, targets, variant).
     """
     settings, architecture, layers = _read(path)
     _check_architecture(architecture, model)
@@ -168,8 +201,8 @@ def load_adapter(model, path):
         remerge = layer.merged
         if remerge:
             layer.unmerge()
-        layer.lora_kernel_a.assign(layers[layer_path]["lora_kernel_a"])
-        layer.lora_kernel_b.assign(layers[layer_path]["lora_kernel_b"])
+        for name, variable in layer.adapter_weights().items():
+            variable.assign(layers[layer_path]["weights"][name])
         if remerge:
             layer.merge()
     return settings

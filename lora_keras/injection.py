@@ -4,7 +4,19 @@ import keras
 import keras_hub
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+from lora_keras.layers import (
+    BaseLoraLayer,
+    DoraDense,
+    DoraEinsumDense,
+    LoraDense,
+    LoraEinsumDense,
+)
+
+# Each variant's wrappers: (for an EinsumDense, for a Dense). The one place a variant is chosen.
+VARIANTS = {
+    "lora": (LoraEinsumDense, LoraDense),
+    "dora": (DoraEinsumDense, DoraDense),
+}
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -40,6 +52,7 @@ class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
             targets=lora["targets"],
             dropout=lora["dropout"],
             rslora=lora["rslora"],
+            variant=lora.get("variant", "lora"),  # configs written before variants: LoRA
         )
         # The kernels that load next already hold the merged update.
         wrapped = lora_layers(backbone)
@@ -75,7 +88,7 @@ def forget_traced_functions(model):
 
 
 def lora_settings(wrapped):
-    """The settings shared by LoRA layers `{path: layer}`: rank, alpha, dropout, rslora, targets."""
+    """What LoRA layers `{path: layer}` share: rank, alpha, dropout, rslora, targets, variant."""
     first = next(iter(wrapped.values()))
     return {
         "rank": first.rank,
@@ -83,6 +96,7 @@ def lora_settings(wrapped):
         "dropout": first.dropout,
         "rslora": first.rslora,
         "targets": sorted({path.split("/")[1] for path in wrapped}, key=surgery.TARGETS.index),
+        "variant": first.variant,
     }
 
 
@@ -102,6 +116,7 @@ def apply_lora(
     targets=("query", "value"),
     dropout=0.0,
     rslora=False,
+    variant="lora",
 ):
     """Wraps the target projections of every transformer block with LoRA.
 
@@ -117,6 +132,8 @@ def apply_lora(
             "ffn_in", "ffn_out".
         dropout: float, dropout on the LoRA branch's input.
         rslora: bool, scale by `alpha / sqrt(rank)` instead.
+        variant: "lora", or "dora" (`lk.DoraEinsumDense`, `lk.DoraDense`: a
+            trainable magnitude per output unit, which trains with A and B).
 
     Returns:
         The list of wrapper layers inserted, block by block.
@@ -124,6 +141,10 @@ def apply_lora(
     backbone = surgery.find_backbone(model)
     surgery.check_layout(backbone)
     targets = surgery.check_targets(targets)
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"Unknown LoRA variant {variant!r}. Known variants: {', '.join(VARIANTS)}."
+        )
     existing = lora_layers(backbone)
     for index, block in enumerate(backbone.transformer_layers):
         for target in targets:
@@ -135,7 +156,7 @@ def apply_lora(
     if existing:
         # One model, one set of settings: configs and adapter files record a single one.
         ours = {"rank": int(rank), "alpha": float(alpha), "dropout": float(dropout)}
-        ours["rslora"] = bool(rslora)
+        ours.update(rslora=bool(rslora), variant=variant)
         theirs = {key: lora_settings(existing)[key] for key in ours}
         if ours != theirs:
             raise ValueError(
@@ -143,12 +164,13 @@ def apply_lora(
                 f"settings, got {ours}. Or call `lk.unwrap_lora(model)` first."
             )
     planned = []
+    for_einsum, for_dense = VARIANTS[variant]
     try:
         for block in backbone.transformer_layers:
             for target in targets:
                 original = surgery.get_layer(block, target)
                 wrapper_class = (
-                    LoraEinsumDense if isinstance(original, keras.layers.EinsumDense) else LoraDense
+                    for_einsum if isinstance(original, keras.layers.EinsumDense) else for_dense
                 )
                 was_trainable = original.trainable
                 wrapper = wrapper_class(
@@ -173,7 +195,7 @@ def _freeze_all_but_lora(backbone):
     lora_ids = {
         id(variable)
         for layer in lora_layers(backbone).values()
-        for variable in (layer.lora_kernel_a, layer.lora_kernel_b)
+        for variable in layer.adapter_weights().values()
     }
     for variable in backbone.weights:
         variable.trainable = id(variable) in lora_ids

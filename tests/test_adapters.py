@@ -29,6 +29,7 @@ def test_round_trip_into_a_fresh_plain_model(tmp_path):
         "dropout": 0.0,
         "rslora": False,
         "targets": ["query", "value"],
+        "variant": "lora",
     }
     np.testing.assert_allclose(fresh(x), expected, rtol=1e-6, atol=1e-6)
 
@@ -183,9 +184,9 @@ def test_adapter_of_the_wrong_shape(tmp_path):
 def test_adapter_of_another_version(tmp_path):
     saved = tmp_path / "a.lora.h5"
     lk.save_adapter(trained_lm(), saved)
-    newer = edited_copy(saved, tmp_path / "b.lora.h5", lambda f: f.attrs.__setitem__("version", 2))
+    newer = edited_copy(saved, tmp_path / "b.lora.h5", lambda f: f.attrs.__setitem__("version", 3))
     with pytest.raises(
-        ValueError, match="is a version 2 adapter file; this lora_keras reads version 1"
+        ValueError, match="is a version 3 adapter file; this lora_keras reads versions up to 2"
     ):
         lk.load_adapter(make_tiny_lm(), newer)
 

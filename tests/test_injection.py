@@ -208,7 +208,7 @@ def test_a_wrapper_refused_midway_unfreezes_those_built_before(tiny_backbone, mo
         raise ValueError("refused for the test")
 
     # query's wrappers (LoraEinsumDense) are built, then ffn_in's (LoraDense) is refused.
-    monkeypatch.setattr(injection, "LoraDense", refuse)
+    monkeypatch.setitem(injection.VARIANTS, "lora", (injection.LoraEinsumDense, refuse))
     with pytest.raises(ValueError, match="refused for the test"):
         lk.apply_lora(tiny_backbone, targets=("query", "ffn_in"))
     assert lk.trainable_summary(tiny_backbone) == before

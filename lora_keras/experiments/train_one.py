@@ -5,6 +5,7 @@ times, memory and per-step loss, the trainable counts, the estimate. The parent
 (`compare`) only orchestrates and runs no model.
 """
 
+import functools
 import math
 import time
 
@@ -13,14 +14,24 @@ def _setup_full(lm, spec):
     """Full fine-tuning: every weight trains, as the model comes."""
 
 
-def _setup_lora(lm, spec):
+def _setup_lora(lm, spec, variant="lora"):
     from lora_keras.injection import apply_lora
 
-    apply_lora(lm, rank=spec["rank"], alpha=spec["alpha"], targets=tuple(spec["targets"]))
+    apply_lora(
+        lm,
+        rank=spec["rank"],
+        alpha=spec["alpha"],
+        targets=tuple(spec["targets"]),
+        variant=variant,
+    )
 
 
 # A training mode is one more configuration of the same harness.
-MODES = {"full": _setup_full, "lora": _setup_lora}
+MODES = {
+    "full": _setup_full,
+    "lora": _setup_lora,
+    "dora": functools.partial(_setup_lora, variant="dora"),
+}
 
 
 def _describe_data(source, texts):

@@ -16,16 +16,27 @@ alone) could be dropped, and whether they are depends on the framework (XLA prun
 gradient tape may not). We count them all, as full fine-tuning needs them: the estimate is an
 upper bound for the activations of a LoRA run.
 
+DoRA adds a fifth part, `dora`, only to the estimates of models with unmerged DoRA layers. Its
+magnitudes are trainable weights, so they already count in the first three parts; what it adds
+is per DoRA layer the unscaled output (batch x seq x output units) that the magnitude's gradient
+needs, the column norm and scale (output units each), and `V = W + s*A@B` with its square,
+kernel-sized temporaries rebuilt every step for the norm and kept for no backward pass: counted
+once, for the largest kernel, as layers run one after another.
+
 Not counted: the framework's workspace, the allocator's fragmentation and caching, and, on a CPU,
 the runtime itself (Python, TensorFlow/JAX/torch libraries), which the process's resident memory
 includes. The four parts are summed although gradients grow while activations are freed: their
 sum bounds the peak from above.
 """
 
+import math
+
 import keras
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, for dtype sizes below)
 import numpy as np
 
+from lora_keras.injection import lora_layers
+from lora_keras.layers import BaseDoraLayer
 from lora_keras.measure.units import format_bytes, format_share
 from lora_keras.summary import trainable_summary
 
@@ -47,6 +58,13 @@ COMPONENT_NOTES = {
         "feed-forward intermediate; then the logits (batch x seq x vocabulary) and their softmax "
         "gradient. They scale with batch and sequence length, and LoRA keeps most of them"
     ),
+    "dora": (
+        "DoRA's extra tensors: per DoRA layer the unscaled output (batch x seq x output units) "
+        "kept for the magnitude's gradient, its column norm and scale; and V = W + s*A@B with its "
+        "square, kernel-sized temporaries of the largest DoRA kernel, rebuilt every step for "
+        "the norm. Its magnitudes, their gradients and AdamW slots count with the trainable "
+        "weights"
+    ),
 }
 
 
@@ -64,6 +82,8 @@ def estimate_training_memory(
     weight_dtype_bytes=4,
     compute_dtype_bytes=4,
     dropout=True,
+    dora_output_units=0,
+    dora_largest_kernel=0,
 ):
     """Estimate the memory of one training step of a GPT-2 decoder with AdamW, in bytes.
 
@@ -76,10 +96,12 @@ def estimate_training_memory(
         weight_dtype_bytes: bytes per stored weight (4 for float32).
         compute_dtype_bytes: bytes per activation (4 for float32, 2 under mixed precision).
         dropout: whether dropout is active in training (it saves a mask per dropout).
+        dora_output_units: the output units of all unmerged DoRA layers together (0: no DoRA).
+        dora_largest_kernel: the weights of the largest of their kernels.
 
     Returns:
-        A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, and `total`,
-        their sum. `explain_estimate` turns it into sentences.
+        A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, with DoRA
+        layers `dora`, and `total`, their sum. `explain_estimate` turns it into sentences.
 
     Example:
 
@@ -125,6 +147,9 @@ def estimate_training_memory(
             dropout=dropout,
         ),
     }
+    if dora_output_units:
+        saved = (batch_size * sequence_length + 2) * dora_output_units  # outputs, norms, scales
+        estimate["dora"] = (saved + 2 * dora_largest_kernel) * compute_dtype_bytes
     estimate["total"] = sum(estimate.values())
     return estimate
 
@@ -187,6 +212,11 @@ def estimate_for_model(model, batch_size, sequence_length):
             f"{type(model).__name__}, which has no `num_layers`."
         )
     counts = trainable_summary(backbone)  # each weight once, tied embeddings included
+    dora = [
+        layer
+        for layer in lora_layers(backbone).values()
+        if isinstance(layer, BaseDoraLayer) and not layer.merged
+    ]
     policy = model.dtype_policy
     return estimate_training_memory(
         num_layers=backbone.num_layers,
@@ -201,6 +231,10 @@ def estimate_for_model(model, batch_size, sequence_length):
         weight_dtype_bytes=_dtype_bytes(policy.variable_dtype),
         compute_dtype_bytes=_dtype_bytes(policy.compute_dtype),
         dropout=backbone.dropout > 0,
+        dora_output_units=sum(math.prod(layer.magnitude.shape) for layer in dora),
+        dora_largest_kernel=max(
+            (math.prod(layer.original_layer.kernel.shape) for layer in dora), default=0
+        ),
     )
 
 
@@ -214,6 +248,7 @@ def explain_estimate(estimate):
         f"{name}: {format_bytes(estimate[name])} ({format_share(estimate[name], total)} of "
         f"{format_bytes(total)}): {note}."
         for name, note in COMPONENT_NOTES.items()
+        if name in estimate  # `dora` only where there are DoRA layers
     ]
 
 
