@@ -14,7 +14,13 @@ from lora_keras.injection import (
     unmerge_lora,
     unwrap_lora,
 )
-from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+from lora_keras.layers import (
+    BaseLoraLayer,
+    LoraDense,
+    LoraEinsumDense,
+    MixDoraFeedForward,
+    MixLoraFeedForward,
+)
 from lora_keras.measure import (
     LossHistory,
     MemoryCallback,
@@ -24,6 +30,12 @@ from lora_keras.measure import (
     explain_estimate,
     format_bytes,
     memory_probe,
+)
+from lora_keras.mixlora import (
+    MixLoraGPT2Backbone,
+    apply_mixlora,
+    expert_loads,
+    mixlora_layers,
 )
 from lora_keras.models import GPT2_ARCHITECTURES, KNOWN_PRESETS, load_gpt2, pretrained_reachable
 from lora_keras.report import write_report
@@ -41,14 +53,19 @@ __all__ = [
     "LoraGPT2Backbone",
     "LossHistory",
     "MemoryCallback",
+    "MixDoraFeedForward",
+    "MixLoraFeedForward",
+    "MixLoraGPT2Backbone",
     "StepTimeCallback",
     "apply_lora",
+    "apply_mixlora",
     "choose_weights",
     "compare",
     "describe_environment",
     "embedded_corpus",
     "estimate_for_model",
     "estimate_training_memory",
+    "expert_loads",
     "explain_estimate",
     "format_bytes",
     "format_trainable_summary",
@@ -58,6 +75,7 @@ __all__ = [
     "lora_layers",
     "make_lm_datasets",
     "memory_probe",
+    "mixlora_layers",
     "merge_lora",
     "preprocessor_detached",
     "pretrained_reachable",
