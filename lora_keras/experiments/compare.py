@@ -155,6 +155,7 @@ def compare(
     learning_rate=5e-5,
     seed=0,
     out=None,
+    mixlora=None,
     sample_prompts=(),
     sample_length=64,
     timeout_s=None,
@@ -170,6 +171,8 @@ def compare(
         modes: training modes among `lora_keras.experiments.train_one.MODES`.
         steps: training steps per mode (the first is reported apart).
         out: a new folder for results.json, report.md and the plots.
+        mixlora: for mode "mixlora", `apply_mixlora` settings that replace
+            `lora_keras.mixlora.MIXLORA_DEFAULTS` (8 experts, top-2, rank 8).
         sample_prompts: prompts to generate from after training (timed).
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.

@@ -18,8 +18,15 @@ def _setup_lora(lm, spec):
     apply_lora(lm, rank=spec["rank"], alpha=spec["alpha"], targets=tuple(spec["targets"]))
 
 
+def _setup_mixlora(lm, spec):
+    from lora_keras.mixlora import MIXLORA_DEFAULTS, apply_mixlora
+
+    # compare's rank and alpha are LoRA's; MixLoRA's come from spec["mixlora"] or the defaults.
+    apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.get("mixlora") or {})})
+
+
 # A training mode is one more configuration of the same harness.
-MODES = {"full": _setup_full, "lora": _setup_lora}
+MODES = {"full": _setup_full, "lora": _setup_lora, "mixlora": _setup_mixlora}
 
 
 def _describe_data(source, texts):
@@ -46,7 +53,9 @@ def train_one(spec):
     Args:
         spec: a dict with `mode`, `preset`, `weights`, `data`, `steps`,
             `batch_size`, `sequence_length`, `rank`, `alpha`, `targets`,
-            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty).
+            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty);
+            optionally `mixlora`, a dict of `apply_mixlora` settings for mode
+            "mixlora" (default `lora_keras.mixlora.MIXLORA_DEFAULTS`).
 
     Returns:
         The run record of `results.json` (see `lora_keras.experiments.compare`).
@@ -63,6 +72,7 @@ def train_one(spec):
         estimate_for_model,
         memory_probe,
     )
+    from lora_keras.mixlora import mixlora_record
     from lora_keras.models import load_gpt2
     from lora_keras.summary import trainable_summary
 
@@ -125,6 +135,7 @@ def train_one(spec):
         "provenance": dict(lm.provenance),
         "data_source": data_source,
         "environment": describe_environment(),
+        **mixlora_record(lm),  # settings and expert loads of a MixLoRA run
     }
     if spec.get("sample_prompts"):
         record["samples"] = _samples(lm, spec["sample_prompts"], spec["sample_length"])
