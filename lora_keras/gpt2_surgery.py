@@ -77,8 +77,9 @@ def check_layout(backbone):
                     "lora_keras/gpt2_surgery.py."
                 ) from error
             expected = (keras.layers.EinsumDense, keras.layers.Dense, BaseLoraLayer)
-            # A MixLoRA block sits at ffn_in and leaves an Identity at ffn_out.
-            expected += (MixLoraFeedForward, keras.layers.Identity)
+            if target in FEEDFORWARD_TARGETS and get_mixture(block):
+                # `set_mixture` put the block at ffn_in and an Identity at ffn_out.
+                expected = (MixLoraFeedForward, keras.layers.Identity)
             if not isinstance(layer, expected):
                 raise RuntimeError(
                     f"Expected '{path}' of {type(block).__name__} to be an EinsumDense or "

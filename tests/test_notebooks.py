@@ -29,6 +29,7 @@ def _cells(notebook):
 def test_there_are_notebooks():
     names = [source.stem for source in SOURCES]
     assert "01_lora_gpt2_walkthrough" in names and "02_memory_time_report" in names, names
+    assert "04_mixlora" in names, names
 
 
 @pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.stem)

@@ -89,11 +89,16 @@ def dora_column_norms(kernel, a, b, scaling):
 
 
 def top_k_mixture(x, weights, indices, frozen, experts, scaling, scales=None, dropout=None):
-    """The block's output computing only the `k` chosen experts of each token.
+    """The block's output, passing only the `k` chosen experts of each token through the GELU.
 
-    The rank-sized products `x A_e` are cheap and made for every expert; the
-    chosen experts' are kept with a one-hot mask, so every full-width tensor is
-    `(N, k, I)`, never `(N, E, I)`.
+    Rank-sized products run for every expert (cheap); the input-side update
+    `(x A_e) B_e` is formed for every expert as a transient `(N, E, I)` tensor
+    (its backward needs only `x A_e` and `B_e`) of which the chosen `k` are
+    kept, so the GELU, its saved inputs and the output side see `(N, k, I)`.
+    For LoRA experts the output side dispatches the weighted activations to
+    their experts, `(N, E, I)` and zero for the unchosen, which the backward
+    of the low-rank product keeps. benchmarks/mixlora_routing.py measures this
+    against `dense_mixture`; on a CPU it was the faster of the ways we tried.
 
     Args:
         x: `(N, D)` inputs. weights: `(N, k)`, summing to 1. indices: `(N, k)`.
@@ -112,24 +117,24 @@ def top_k_mixture(x, weights, indices, frozen, experts, scaling, scales=None, dr
     # Shared: the frozen input projection, once for every expert.
     base_in = ops.matmul(x, frozen.in_kernel)  # (N, I)
     low_in = ops.einsum("nd,edr->ner", dropout(x), experts.in_a) * scaling  # (N, E, r)
-    chosen_low_in = one_hot[..., None] * low_in[:, None]  # (N, k, E, r), zero but the chosen
-    hidden = base_in[:, None] + ops.einsum("nker,eri->nki", chosen_low_in, experts.in_b)
+    update_in = ops.einsum("ner,eri->nei", low_in, experts.in_b)  # transient
+    hidden = base_in[:, None] + ops.einsum("nke,nei->nki", one_hot, update_in)  # (N, k, I)
     if scales is not None:
         hidden = hidden * ops.einsum("nke,ei->nki", one_hot, scales[0])
     if frozen.in_bias is not None:
         hidden = hidden + frozen.in_bias
-    activations = frozen.activation(hidden)  # (N, k, I): the gelu cannot be shared
-    # Each slot's low-rank output product, through its own expert's A only.
-    low_out = ops.einsum("nki,eir->nker", dropout(activations), experts.out_a)
-    low_out = ops.sum(low_out * one_hot[..., None], axis=2) * scaling  # (N, k, r)
+    activations = frozen.activation(hidden)  # (N, k, I): the GELU cannot be shared
     if scales is None:
         # LoRA: sum_k w_k (a_k W + s a_k A_k B_k) = (sum_k w_k a_k) W + ..., one shared matmul.
         combined = ops.einsum("nk,nki->ni", weights, activations)
-        weighted_low = ops.einsum("nk,nkr,nke->ner", weights, low_out, one_hot)
+        dispatched = ops.einsum("nke,nk,nki->nei", one_hot, weights, dropout(activations))
+        low_out = ops.einsum("nei,eir->ner", dispatched, experts.out_a) * scaling
         outputs = ops.matmul(combined, frozen.out_kernel)
-        outputs = outputs + ops.einsum("ner,erd->nd", weighted_low, experts.out_b)
+        outputs = outputs + ops.einsum("ner,erd->nd", low_out, experts.out_b)
     else:
         # DoRA: each expert scales its output columns, so the frozen product runs k times.
+        low_out = ops.einsum("nki,eir->nker", dropout(activations), experts.out_a)
+        low_out = ops.sum(low_out * one_hot[..., None], axis=2) * scaling  # (N, k, r)
         per_slot = ops.matmul(activations, frozen.out_kernel)  # (N, k, D)
         per_slot = per_slot + ops.einsum("nkr,nke,erd->nkd", low_out, one_hot, experts.out_b)
         per_slot = per_slot * ops.einsum("nke,ed->nkd", one_hot, scales[1])
