@@ -14,7 +14,6 @@ noise from other work on the machine falls on every variant alike.
 """
 
 import argparse
-import json
 import os
 import statistics
 import time

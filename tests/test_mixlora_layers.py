@@ -10,6 +10,7 @@ import lora_keras as lk
 from lora_keras.layers import mixlora_math
 
 HIDDEN, INTERMEDIATE, EXPERTS, TOP_K, RANK = 16, 32, 4, 2, 3
+numpy = ops.convert_to_numpy  # torch tensors that need grad refuse np.asarray
 
 
 def frozen_pair(seed=0):
@@ -69,7 +70,7 @@ def reference(block, x):
             else:
                 k_in = dense_in.kernel.numpy() + s * a_in @ b_in
                 k_out = dense_out.kernel.numpy() + s * a_out @ b_out
-            hidden = np.asarray(dense_in.activation(x[n] @ k_in + dense_in.bias.numpy()))
+            hidden = numpy(dense_in.activation(x[n] @ k_in + dense_in.bias.numpy()))
             outputs[n] += w * (hidden @ k_out + dense_out.bias.numpy())
     return outputs
 
@@ -79,15 +80,15 @@ def test_no_op_at_initialisation(cls):
     block = make_block(cls)
     x = inputs()
     expected = block.output_dense(block.intermediate_dense(x))
-    np.testing.assert_allclose(block(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(numpy(block(x)), numpy(expected), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("cls", [lk.MixLoraFeedForward, lk.MixDoraFeedForward])
 def test_output_is_the_weighted_sum_of_the_chosen_experts(cls):
     block = randomize(make_block(cls))
     x = inputs()
-    got = np.asarray(block(x)).reshape(-1, HIDDEN)
-    plain = np.asarray(block.output_dense(block.intermediate_dense(x))).reshape(-1, HIDDEN)
+    got = numpy(block(x)).reshape(-1, HIDDEN)
+    plain = numpy(block.output_dense(block.intermediate_dense(x))).reshape(-1, HIDDEN)
     assert np.abs(got - plain).max() > 1e-2  # the experts really differ from the frozen block
     np.testing.assert_allclose(got, reference(block, x), rtol=1e-4, atol=1e-4)
 
@@ -97,11 +98,11 @@ def test_an_unchosen_expert_does_not_touch_a_token():
     x = inputs()
     logits = x.reshape(-1, HIDDEN) @ block.router.kernel.numpy()
     unchosen = np.argsort(logits[0])[0]  # token 0's least likely expert
-    before = np.asarray(block(x)).reshape(-1, HIDDEN)
+    before = numpy(block(x)).reshape(-1, HIDDEN)
     b_out = block.expert_out_b.numpy()
     b_out[unchosen] += 1.0
     block.expert_out_b.assign(b_out)
-    after = np.asarray(block(x)).reshape(-1, HIDDEN)
+    after = numpy(block(x)).reshape(-1, HIDDEN)
     np.testing.assert_array_equal(after[0], before[0])
     assert np.abs(after - before).max() > 0  # other tokens chose it
 
@@ -109,7 +110,7 @@ def test_an_unchosen_expert_does_not_touch_a_token():
 def test_routing_keeps_exactly_top_k_and_renormalises():
     logits = np.random.default_rng(0).normal(size=(10, EXPERTS)).astype("float32")
     probabilities, weights, indices = (
-        np.asarray(t) for t in mixlora_math.top_k_routing(ops.convert_to_tensor(logits), TOP_K)
+        numpy(t) for t in mixlora_math.top_k_routing(ops.convert_to_tensor(logits), TOP_K)
     )
     assert weights.shape == indices.shape == (10, TOP_K)
     for row in range(10):
@@ -130,7 +131,10 @@ def test_top_k_and_dense_routing_agree():
     )
     args = (x, weights, indices, frozen, block._experts(), block.scaling)
     np.testing.assert_allclose(
-        mixlora_math.top_k_mixture(*args), mixlora_math.dense_mixture(*args), rtol=1e-4, atol=1e-5
+        numpy(mixlora_math.top_k_mixture(*args)),
+        numpy(mixlora_math.dense_mixture(*args)),
+        rtol=1e-4,
+        atol=1e-5,
     )
 
 
@@ -141,7 +145,7 @@ def test_dora_column_norms_match_the_explicit_kernels():
     b = rng.normal(size=(EXPERTS, RANK, INTERMEDIATE)).astype("float32")
     expected = np.linalg.norm(kernel[None] + 0.5 * a @ b, axis=1)
     got = mixlora_math.dora_column_norms(kernel, a, b, 0.5)
-    np.testing.assert_allclose(got, expected, rtol=1e-4)
+    np.testing.assert_allclose(numpy(got), expected, rtol=1e-4)
 
 
 def hand_set_router(block):
@@ -170,7 +174,7 @@ def test_aux_loss_by_its_formula_on_a_hand_set_router():
     block = make_block(aux_loss_coef=0.01)
     x = hand_set_router(block)
     block(x)
-    (loss,) = block.losses
+    loss = numpy(block.losses[0])
     mask = np.ones((1, 6))
     np.testing.assert_allclose(loss, expected_balance(x, block.router.kernel.numpy(), mask), 1e-5)
     # By hand: tokens 0-5 choose (0,1) (1,2) (2,3) (3,0) (0,1) (1,2): f = (3, 4, 3, 2) / 12.
@@ -188,7 +192,7 @@ def test_padding_is_left_out_of_the_loss_and_the_counts():
     mask = np.array([[1, 1, 1, 1, 0, 0]], "int32")
     block(x, padding_mask=mask, training=True)
     np.testing.assert_allclose(
-        block.losses[0], expected_balance(x, block.router.kernel.numpy(), mask), rtol=1e-5
+        numpy(block.losses[0]), expected_balance(x, block.router.kernel.numpy(), mask), rtol=1e-5
     )
     # Tokens 0-3 choose (0,1) (1,2) (2,3) (3,0): two choices each expert; padding adds none.
     np.testing.assert_array_equal(block.expert_counts.numpy(), [2, 2, 2, 2])
@@ -218,7 +222,7 @@ def test_layer_contract(cls, variant_weights, tmp_path):
     model = keras.Model(inputs_, block(inputs_))
     model.save(tmp_path / "block.keras")
     restored = keras.saving.load_model(tmp_path / "block.keras")
-    np.testing.assert_allclose(restored(x), model(x), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(numpy(restored(x)), numpy(model(x)), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize(
