@@ -1,5 +1,7 @@
 """MixLoRA in a GPT-2: surgery, training, statistics, refusals, adapters and `.keras` files."""
 
+import importlib
+
 import keras
 import numpy as np
 import pytest
@@ -246,3 +248,14 @@ def test_mixlora_run_records_settings_and_loads(tmp_path, monkeypatch):
     results = {"runs": [dict(record, status="ok")]}
     assert expert_loads_figure(results, "loads") is not None
     assert expert_loads_figure({"runs": [{"mode": "lora", "status": "ok"}]}, "loads") is None
+
+
+def test_compare_records_the_mixlora_settings_it_uses(monkeypatch):
+    # The package exports the function `compare` under its module's name.
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    seen = {}
+    monkeypatch.setattr(compare_module, "run_experiment", lambda config, *_: seen.update(config))
+    lk.compare(preset="gpt2_tiny", modes=("lora", "mixlora"), mixlora={"top_k": 1})
+    assert seen["mixlora"] == dict(lk.mixlora.MIXLORA_DEFAULTS, top_k=1)
+    lk.compare(preset="gpt2_tiny", modes=("lora",))
+    assert seen["mixlora"] is None

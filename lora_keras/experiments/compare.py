@@ -13,6 +13,7 @@ from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.train_one import MODES
 from lora_keras.gpt2_surgery import check_targets
 from lora_keras.io_utils import atomic_write_json
+from lora_keras.mixlora import MIXLORA_DEFAULTS
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
 
@@ -180,6 +181,8 @@ def compare(
     Returns:
         The results dict also written to `out/results.json`.
     """
+    if "mixlora" in modes:  # results.json records the settings used, defaults included
+        mixlora = {**MIXLORA_DEFAULTS, **(mixlora or {})}
     config = dict(locals(), kind="compare", modes=list(modes), targets=list(targets), ranks=None)
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes:
