@@ -259,3 +259,19 @@ def test_compare_records_the_mixlora_settings_it_uses(monkeypatch):
     assert seen["mixlora"] == dict(lk.mixlora.MIXLORA_DEFAULTS, top_k=1)
     lk.compare(preset="gpt2_tiny", modes=("lora",))
     assert seen["mixlora"] is None
+
+
+def test_mixed_precision_mixdora_trains_with_a_float32_router_and_generates():
+    lm = make_tiny_lm(dtype="mixed_bfloat16")
+    blocks = lk.apply_mixlora(lm, num_experts=4, rank=4, variant="dora")
+    assert blocks[0].router.kernel.dtype == "float32"
+    assert blocks[0].router.compute_dtype == "float32"
+    assert blocks[0].compute_dtype == "bfloat16"
+    compile_lm(lm)
+    x, y = next_token_dataset(batch_size=2)
+    history = lm.fit(x, y, epochs=2, batch_size=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+    prompt = {"token_ids": np.zeros((1, 8), "int32"), "padding_mask": np.zeros((1, 8), "int32")}
+    prompt["padding_mask"][0, :2] = 1
+    generated = lm.generate(prompt, stop_token_ids=None)["token_ids"]
+    assert generated.shape == (1, 8)
