@@ -88,17 +88,27 @@ def dora_column_norms(kernel, a, b, scaling):
     return ops.sqrt(ops.maximum(squared, 1e-12))
 
 
+def _stacked_a(a):
+    """`(E, fan_in, r)` factors as one `(fan_in, E r)` matrix: every expert's A in one matmul."""
+    experts, fan_in, rank = (int(d) for d in a.shape)
+    return ops.reshape(ops.transpose(a, (1, 0, 2)), (fan_in, experts * rank))
+
+
+def _stacked_b(b):
+    """`(E, r, fan_out)` factors as one `(E r, fan_out)` matrix."""
+    experts, rank, fan_out = (int(d) for d in b.shape)
+    return ops.reshape(b, (experts * rank, fan_out))
+
+
 def top_k_mixture(x, weights, indices, frozen, experts, scaling, scales=None, dropout=None):
     """The block's output, passing only the `k` chosen experts of each token through the GELU.
 
-    Rank-sized products run for every expert (cheap); the input-side update
-    `(x A_e) B_e` is formed for every expert as a transient `(N, E, I)` tensor
-    (its backward needs only `x A_e` and `B_e`) of which the chosen `k` are
-    kept, so the GELU, its saved inputs and the output side see `(N, k, I)`.
-    For LoRA experts the output side dispatches the weighted activations to
-    their experts, `(N, E, I)` and zero for the unchosen, which the backward
-    of the low-rank product keeps. benchmarks/mixlora_routing.py measures this
-    against `dense_mixture`; on a CPU it was the faster of the ways we tried.
+    Every product is a plain 2-D matmul. The rank-sized products run for all
+    experts at once against the stacked factors (`(N, D) @ (D, E r)`, cheap);
+    a one-hot mask keeps each slot's chosen expert, so the `B` products are
+    `(N k, E r) @ (E r, I)` and no tensor is ever `(N, E, I)`: the full-width
+    ones are `(N, k, I)`. benchmarks/mixlora_routing.py measures this against
+    `dense_mixture`.
 
     Args:
         x: `(N, D)` inputs. weights: `(N, k)`, summing to 1. indices: `(N, k)`.
@@ -112,31 +122,37 @@ def top_k_mixture(x, weights, indices, frozen, experts, scaling, scales=None, dr
         `(N, D)` outputs.
     """
     dropout = dropout or (lambda t: t)
-    num_experts = ops.shape(experts.in_a)[0]
+    num_experts, rank = (int(d) for d in experts.in_b.shape[:2])
+    top_k = int(indices.shape[-1])
+    intermediate, hidden = (int(d) for d in frozen.out_kernel.shape)
     one_hot = ops.one_hot(indices, num_experts, dtype=x.dtype)  # (N, k, E)
     # Shared: the frozen input projection, once for every expert.
     base_in = ops.matmul(x, frozen.in_kernel)  # (N, I)
-    low_in = ops.einsum("nd,edr->ner", dropout(x), experts.in_a) * scaling  # (N, E, r)
-    update_in = ops.einsum("ner,eri->nei", low_in, experts.in_b)  # transient
-    hidden = base_in[:, None] + ops.einsum("nke,nei->nki", one_hot, update_in)  # (N, k, I)
+    low_in = ops.matmul(dropout(x), _stacked_a(experts.in_a)) * scaling  # (N, E r)
+    low_in = ops.reshape(low_in, (-1, 1, num_experts, rank)) * one_hot[..., None]  # (N, k, E, r)
+    update_in = ops.matmul(ops.reshape(low_in, (-1, num_experts * rank)), _stacked_b(experts.in_b))
+    hidden_states = base_in[:, None] + ops.reshape(update_in, (-1, top_k, intermediate))
     if scales is not None:
-        hidden = hidden * ops.einsum("nke,ei->nki", one_hot, scales[0])
+        hidden_states = hidden_states * ops.einsum("nke,ei->nki", one_hot, scales[0])
     if frozen.in_bias is not None:
-        hidden = hidden + frozen.in_bias
-    activations = frozen.activation(hidden)  # (N, k, I): the GELU cannot be shared
+        hidden_states = hidden_states + frozen.in_bias
+    activations = frozen.activation(hidden_states)  # (N, k, I): the GELU cannot be shared
+    low_out = ops.matmul(
+        ops.reshape(dropout(activations), (-1, intermediate)), _stacked_a(experts.out_a)
+    )
+    low_out = ops.reshape(low_out, (-1, top_k, num_experts, rank)) * scaling  # (N, k, E, r)
+    out_b = _stacked_b(experts.out_b)  # (E r, D)
     if scales is None:
         # LoRA: sum_k w_k (a_k W + s a_k A_k B_k) = (sum_k w_k a_k) W + ..., one shared matmul.
         combined = ops.einsum("nk,nki->ni", weights, activations)
-        dispatched = ops.einsum("nke,nk,nki->nei", one_hot, weights, dropout(activations))
-        low_out = ops.einsum("nei,eir->ner", dispatched, experts.out_a) * scaling
+        chosen = ops.sum(low_out * (one_hot * weights[..., None])[..., None], axis=1)  # (N, E, r)
         outputs = ops.matmul(combined, frozen.out_kernel)
-        outputs = outputs + ops.einsum("ner,erd->nd", low_out, experts.out_b)
+        outputs = outputs + ops.matmul(ops.reshape(chosen, (-1, num_experts * rank)), out_b)
     else:
         # DoRA: each expert scales its output columns, so the frozen product runs k times.
-        low_out = ops.einsum("nki,eir->nker", dropout(activations), experts.out_a)
-        low_out = ops.sum(low_out * one_hot[..., None], axis=2) * scaling  # (N, k, r)
-        per_slot = ops.matmul(activations, frozen.out_kernel)  # (N, k, D)
-        per_slot = per_slot + ops.einsum("nkr,nke,erd->nkd", low_out, one_hot, experts.out_b)
+        chosen = ops.reshape(low_out * one_hot[..., None], (-1, num_experts * rank))
+        per_slot = ops.matmul(ops.reshape(activations, (-1, intermediate)), frozen.out_kernel)
+        per_slot = ops.reshape(per_slot + ops.matmul(chosen, out_b), (-1, top_k, hidden))
         per_slot = per_slot * ops.einsum("nke,ed->nkd", one_hot, scales[1])
         outputs = ops.einsum("nk,nkd->nd", weights, per_slot)
     if frozen.out_bias is not None:
