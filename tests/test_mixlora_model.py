@@ -1,6 +1,8 @@
 """MixLoRA in a GPT-2: surgery, training, statistics, refusals, adapters and `.keras` files."""
 
 import importlib
+import json
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -10,7 +12,7 @@ from layer_test_case import count
 
 import lora_keras as lk
 from lora_keras.experiments.train_one import train_one
-from lora_keras.report.expert_loads_plot import expert_loads_figure
+from lora_keras.report.expert_loads import expert_loads_figure
 
 HIDDEN, INTER = TINY_GPT2["hidden_dim"], TINY_GPT2["intermediate_dim"]
 LAYERS = TINY_GPT2["num_layers"]
@@ -276,3 +278,22 @@ def test_mixed_precision_mixdora_trains_with_a_float32_router_and_generates():
     prompt["padding_mask"][0, :2] = 1
     generated = lm.generate(prompt, stop_token_ids=None)["token_ids"]
     assert generated.shape == (1, 8)
+
+
+def test_the_report_shows_the_expert_loads(tmp_path):
+    run = {
+        "mode": "mixlora",
+        "status": "ok",
+        "rank": 8,
+        "mixlora": {"num_experts": 2, "top_k": 1},
+        "expert_loads": {"transformer_layer_0/ffn": [0.25, 0.75]},
+    }
+    (tmp_path / "results.json").write_text(
+        json.dumps({"schema_version": 1, "environment": {}, "config": {}, "runs": [run]})
+    )
+    report = (Path(lk.write_report(tmp_path))).read_text()
+    assert "![MixLoRA expert loads per layer](expert_loads.png)" in report
+    assert (
+        "| mixlora r=8 | num_experts 2, top_k 1 | transformer_layer_0 | 0.250 | 0.750 |" in report
+    )
+    assert (tmp_path / "expert_loads.png").exists()

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from lora_keras.io_utils import atomic_write_bytes
 from lora_keras.measure.estimate import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
-from lora_keras.report.expert_loads_plot import expert_loads_figure
+from lora_keras.report.expert_loads import expert_loads_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
 
 

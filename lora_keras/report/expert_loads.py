@@ -1,4 +1,4 @@
-"""The MixLoRA expert-load plot: the share of routed tokens each expert got, layer by layer."""
+"""MixLoRA in the report: the share of routed tokens each expert got, layer by layer."""
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -23,3 +23,23 @@ def expert_loads_figure(results, title):
         figure.colorbar(image, ax=axes, label="fraction of routed (token, slot) choices")
     figure.suptitle(title)
     return figure
+
+
+def mixlora_section(runs):
+    """The report's MixLoRA section: each run's settings and its least and most loaded experts."""
+    runs = measured_runs(runs, "expert_loads")
+    if not runs:
+        return None
+    rows = ["| run | settings | layer | least loaded | most loaded |", "|---|---|---|---|---|"]
+    for run in runs:
+        settings = ", ".join(f"{key} {value}" for key, value in run["mixlora"].items())
+        for layer, loads in run["expert_loads"].items():
+            rows.append(
+                f"| {run_label(run)} | {settings} | {layer.split('/')[0]} | "
+                f"{min(loads):.3f} | {max(loads):.3f} |"
+            )
+    note = (
+        "Shares of the routed (token, slot) choices over non-padding training tokens; even would "
+        "be 1 / num_experts. The training loss of a MixLoRA run includes its load-balance term."
+    )
+    return "## MixLoRA expert loads\n\n" + "\n".join(rows) + "\n\n" + note
