@@ -56,7 +56,8 @@ def _variants(args):
 
     def dense_routing(x):
         _, weights, indices = mixlora_math.top_k_routing(mix.router(x), mix.top_k)
-        return mixlora_math.dense_mixture(x, weights, indices, frozen, mix._experts(), mix.scaling)
+        experts = mix.expert_factors()
+        return mixlora_math.dense_mixture(x, weights, indices, frozen, experts, mix.scaling)
 
     def gradients(forward, variables):
         @tf.function(jit_compile=args.jit_compile)

@@ -152,9 +152,10 @@ class MixLoraFeedForward(keras.layers.Layer):
     @property
     def adapter_weights(self):
         """The weights that train: the router and the experts."""
-        return [self.router.kernel, *self._experts()]
+        return [self.router.kernel, *self.expert_factors()]
 
-    def _experts(self):
+    def expert_factors(self):
+        """Every expert's LoRA factors, stacked along a first axis of `num_experts`."""
         return mixlora_math.ExpertFactors(
             self.expert_in_a, self.expert_in_b, self.expert_out_a, self.expert_out_b
         )
@@ -191,7 +192,7 @@ class MixLoraFeedForward(keras.layers.Layer):
         frozen = mixlora_math.FrozenFeedForward(
             dense_in.kernel, dense_in.bias, dense_out.kernel, dense_out.bias, dense_in.activation
         )
-        experts = self._experts()
+        experts = self.expert_factors()
         dropout = None
         if self.dropout_layer is not None:
 
