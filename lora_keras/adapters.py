@@ -10,6 +10,8 @@ import numpy as np
 from lora_keras import gpt2_surgery as surgery
 from lora_keras.injection import VARIANTS, apply_lora, lora_layers, lora_settings
 from lora_keras.io_utils import atomic_write_bytes
+from lora_keras.mixlora import mixlora_layers
+from lora_keras.mixlora_adapter import check_mixture, load_mixture, read_mixture, write_mixture
 
 ADAPTER_FORMAT = "lora_keras.adapter"
 # Version 2 names the variant that wrote the file (DoRA files also hold magnitudes), so a
@@ -39,25 +41,29 @@ def save_adapter(model, path):
         path: where to write, conventionally `name.lora.h5`.
     """
     wrapped = lora_layers(model)
-    if not wrapped:
-        raise ValueError("Cannot save an adapter: this model has no LoRA layers.")
+    mixture = mixlora_layers(model)
+    if not wrapped and not mixture:
+        raise ValueError("Cannot save an adapter: this model has no LoRA or MixLoRA layers.")
     backbone = surgery.find_backbone(model)
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as file:
         file.attrs["format"] = ADAPTER_FORMAT
         file.attrs["version"] = ADAPTER_VERSION
-        file.attrs["settings"] = json.dumps(lora_settings(wrapped))
+        # null when the model has MixLoRA only
+        file.attrs["settings"] = json.dumps(lora_settings(wrapped) if wrapped else None)
         file.attrs["architecture"] = json.dumps(_architecture(backbone))
         for layer_path, layer in wrapped.items():
             group = file.create_group(layer_path)
             group.attrs["kernel_shape"] = tuple(layer.original_layer.kernel.shape)
             for name, variable in layer.adapter_weights().items():
                 group[name] = np.asarray(variable.numpy())
+        if mixture:
+            write_mixture(file, model)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def _read(path):
-    """Returns `(settings, architecture, layers)`, `layers` keyed by layer path."""
+    """Returns `(settings, architecture, layers, mixture)`, `layers` keyed by layer path."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No adapter file at '{path}'.")
     try:
@@ -80,9 +86,10 @@ def _read_hdf5(path):
                 f"'{path}' is a version {version} adapter file; this lora_keras reads versions "
                 f"up to {ADAPTER_VERSION}. Install the lora_keras that wrote it."
             )
-        settings = json.loads(file.attrs["settings"])
-        settings.setdefault("variant", _READABLE_VERSIONS[version])
-        if settings["variant"] not in VARIANTS:
+        settings = json.loads(file.attrs["settings"])  # None: the file holds MixLoRA only
+        if settings is not None:
+            settings.setdefault("variant", _READABLE_VERSIONS[version])
+        if settings is not None and settings["variant"] not in VARIANTS:
             raise ValueError(
                 f"'{path}' holds a {settings['variant']!r} adapter; this lora_keras knows the "
                 f"variants {', '.join(VARIANTS)}. Install the lora_keras that wrote it."
@@ -90,12 +97,15 @@ def _read_hdf5(path):
         architecture = json.loads(file.attrs["architecture"])
         layers = {}
         for block_name, block in file.items():
+            if block_name == "mixlora":  # read by `read_mixture`
+                continue
             for target, group in block.items():
                 layers[f"{block_name}/{target}"] = {
                     "kernel_shape": tuple(int(d) for d in group.attrs["kernel_shape"]),
                     "weights": {name: group[name][()] for name in group},
                 }
-    return settings, architecture, layers
+        mixture = read_mixture(file)
+    return settings, architecture, layers, mixture
 
 
 def _check_layers(settings, layers, model):
@@ -186,11 +196,19 @@ def load_adapter(model, path):
         model: a KerasHub `GPT2CausalLM` or `GPT2Backbone`.
         path: an adapter file.
 
+    A file holding a MixLoRA mixture (routers and experts) puts it in place the
+    same way.
+
     Returns:
-        The adapter's settings (rank, alpha, dropout, rslora, targets, variant).
+        The adapter's LoRA settings (rank, alpha, dropout, rslora, targets, variant),
+        and its MixLoRA settings under "mixlora" when it has a mixture.
     """
-    settings, architecture, layers = _read(path)
+    settings, architecture, layers, mixture = _read(path)
     _check_architecture(architecture, model)
+    if mixture is not None:
+        check_mixture(mixture, model)
+    if settings is None:  # MixLoRA only
+        return {"mixlora": load_mixture(mixture, model)}
     _check_layers(settings, layers, model)  # all checks before the model changes
     wrapped = lora_layers(model)
     if not wrapped:
@@ -205,4 +223,6 @@ def load_adapter(model, path):
             variable.assign(layers[layer_path]["weights"][name])
         if remerge:
             layer.merge()
+    if mixture is not None:
+        return {**settings, "mixlora": load_mixture(mixture, model)}
     return settings

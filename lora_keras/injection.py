@@ -34,17 +34,20 @@ class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
     def get_config(self):
         config = super().get_config()
         wrapped = lora_layers(self)
-        config["lora"] = {
-            **lora_settings(wrapped),
-            "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
-        }
+        if wrapped:  # a MixLoRA backbone (a subclass) may have no LoRA
+            config["lora"] = {
+                **lora_settings(wrapped),
+                "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
+            }
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        lora = config.pop("lora")
+        lora = config.pop("lora", None)
         backbone = keras_hub.models.GPT2Backbone.from_config(config)
+        if lora is None:
+            return backbone
         apply_lora(
             backbone,
             rank=lora["rank"],
@@ -148,6 +151,12 @@ def apply_lora(
     existing = lora_layers(backbone)
     for index, block in enumerate(backbone.transformer_layers):
         for target in targets:
+            if target in surgery.FEEDFORWARD_TARGETS and surgery.get_mixture(block):
+                raise ValueError(
+                    f"Cannot apply LoRA to {surgery.layer_path(index, target)}: the feed-forward "
+                    "block is a MixLoRA mixture whose experts already carry LoRA. Apply LoRA to "
+                    "attention targets only (query, key, value, attention_output)."
+                )
             if isinstance(surgery.get_layer(block, target), BaseLoraLayer):
                 raise ValueError(
                     f"LoRA is already applied to {surgery.layer_path(index, target)}. Apply "
@@ -186,7 +195,8 @@ def apply_lora(
         surgery.set_layer(block, target, wrapper)
     wrappers = [wrapper for _, _, wrapper, _ in planned]
     _freeze_all_but_lora(backbone)
-    backbone.__class__ = LoraGPT2Backbone
+    if not isinstance(backbone, LoraGPT2Backbone):  # a MixLoRA backbone stays one
+        backbone.__class__ = LoraGPT2Backbone
     forget_traced_functions(model)
     return wrappers
 
@@ -197,12 +207,27 @@ def _freeze_all_but_lora(backbone):
         for layer in lora_layers(backbone).values()
         for variable in layer.adapter_weights().values()
     }
+    # A MixLoRA block's router and experts train too (`lk.apply_mixlora`).
+    for block in backbone.transformer_layers:
+        mixture = surgery.get_mixture(block)
+        lora_ids.update(id(v) for v in (mixture.adapter_weights if mixture else ()))
     for variable in backbone.weights:
         variable.trainable = id(variable) in lora_ids
 
 
+def _refuse_mixture(model, action):
+    if any(surgery.get_mixture(b) for b in surgery.find_backbone(model).transformer_layers):
+        raise ValueError(
+            f"Cannot {action} LoRA: this model has MixLoRA feed-forward blocks, and a routed "
+            "mixture has no single dense equivalent to fold into the frozen kernels (each "
+            "token uses its own experts). Save the adapter with `lk.save_adapter` instead, or "
+            "load the model again without MixLoRA."
+        )
+
+
 def merge_lora(model):
     """Folds every LoRA update into its frozen kernel: inference at the base cost."""
+    _refuse_mixture(model, "merge")
     for layer in _require_lora(model, "merge").values():
         layer.merge()
     forget_traced_functions(model)
@@ -222,6 +247,7 @@ def unwrap_lora(model):
     every weight is trainable again, as in a freshly loaded preset.
     """
     backbone = surgery.find_backbone(model)
+    _refuse_mixture(backbone, "unwrap")
     wrapped = _require_lora(backbone, "unwrap")
     for index, block in enumerate(backbone.transformer_layers):
         for target in surgery.TARGETS:

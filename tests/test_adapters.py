@@ -125,7 +125,9 @@ def test_not_an_adapter_file(tmp_path):
 
 
 def test_saving_a_model_without_lora_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="Cannot save an adapter: this model has no LoRA layers"):
+    with pytest.raises(
+        ValueError, match="Cannot save an adapter: this model has no LoRA or MixLoRA layers"
+    ):
         lk.save_adapter(make_tiny_backbone(), tmp_path / "a.lora.h5")
 
 

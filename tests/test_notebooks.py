@@ -39,7 +39,12 @@ def _cells(notebook):
 
 def test_there_are_notebooks():
     names = [source.stem for source in SOURCES]
-    for name in ("01_lora_gpt2_walkthrough", "02_memory_time_report", "03_qlora_and_dora"):
+    for name in (
+        "01_lora_gpt2_walkthrough",
+        "02_memory_time_report",
+        "03_qlora_and_dora",
+        "04_mixlora",
+    ):
         assert name in names, names
 
 

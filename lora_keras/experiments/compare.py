@@ -254,6 +254,7 @@ def compare(
     learning_rate=5e-5,
     seed=0,
     out=None,
+    mixlora=None,
     sample_prompts=(),
     sample_length=64,
     timeout_s=None,
@@ -270,6 +271,8 @@ def compare(
         modes: training modes among `lora_keras.experiments.train_one.MODES`.
         steps: training steps per mode (the first is reported apart).
         out: a new folder for results.json, report.md and the plots.
+        mixlora: for mode "mixlora", `apply_mixlora` settings that replace
+            `lora_keras.mixlora.MIXLORA_DEFAULTS` (8 experts, top-2, rank 8).
         sample_prompts: prompts to generate from after training (timed).
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
@@ -283,6 +286,10 @@ def compare(
             had): a bad argument, before any folder, process or model exists.
         Interrupted: Ctrl-C, SIGTERM or SIGHUP; results.json and report.md hold what finished.
     """
+    if "mixlora" in modes:  # results.json records the settings used, defaults included
+        from lora_keras.mixlora import MIXLORA_DEFAULTS
+
+        mixlora = {**MIXLORA_DEFAULTS, **(mixlora or {})}
     config = dict(locals(), kind="compare", modes=list(modes), targets=list(targets), ranks=None)
     # Only the LoRA family has a rank; a full run (failed or not) is labelled without one.
     runs = [(mode, mode, None if mode == "full" else rank) for mode in modes]

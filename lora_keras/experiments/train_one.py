@@ -26,11 +26,19 @@ def _setup_lora(lm, spec, variant="lora"):
     )
 
 
+def _setup_mixlora(lm, spec):
+    from lora_keras.mixlora import MIXLORA_DEFAULTS, apply_mixlora
+
+    # compare's rank and alpha are LoRA's; MixLoRA's come from spec["mixlora"] or the defaults.
+    apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.get("mixlora") or {})})
+
+
 # A training mode is one more configuration of the same harness.
 MODES = {
     "full": _setup_full,
     "lora": _setup_lora,
     "dora": functools.partial(_setup_lora, variant="dora"),
+    "mixlora": _setup_mixlora,
 }
 
 
@@ -70,7 +78,9 @@ def train_one(spec):
     Args:
         spec: a dict with `mode`, `preset`, `weights`, `data`, `steps`,
             `batch_size`, `sequence_length`, `rank`, `alpha`, `targets`,
-            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty).
+            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty);
+            optionally `mixlora`, a dict of `apply_mixlora` settings for mode
+            "mixlora" (default `lora_keras.mixlora.MIXLORA_DEFAULTS`).
 
     Returns:
         The run record of `results.json` (see `lora_keras.experiments.compare`).
@@ -87,6 +97,7 @@ def train_one(spec):
         estimate_for_model,
         memory_probe,
     )
+    from lora_keras.mixlora import mixlora_record
     from lora_keras.models import load_gpt2
     from lora_keras.summary import trainable_summary
 
@@ -149,6 +160,7 @@ def train_one(spec):
         "provenance": dict(lm.provenance),
         "data_source": data_source,
         "environment": describe_environment(),
+        **mixlora_record(lm),  # settings and expert loads of a MixLoRA run
     }
     _mark_non_finite_loss(record)
     if spec.get("sample_prompts"):

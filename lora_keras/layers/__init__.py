@@ -4,6 +4,7 @@ from lora_keras.layers.dora_dense import DoraDense
 from lora_keras.layers.dora_einsum_dense import DoraEinsumDense
 from lora_keras.layers.lora_dense import LoraDense
 from lora_keras.layers.lora_einsum_dense import LoraEinsumDense
+from lora_keras.layers.mixlora_feedforward import MixDoraFeedForward, MixLoraFeedForward
 
 __all__ = [
     "BaseDoraLayer",
@@ -12,4 +13,6 @@ __all__ = [
     "DoraEinsumDense",
     "LoraDense",
     "LoraEinsumDense",
+    "MixDoraFeedForward",
+    "MixLoraFeedForward",
 ]

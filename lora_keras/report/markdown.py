@@ -2,6 +2,7 @@
 
 from lora_keras.measure.estimate import explain_estimate
 from lora_keras.measure.units import format_bytes, format_share
+from lora_keras.report.expert_loads import mixlora_section
 from lora_keras.report.results import full_run, measured_runs, run_label, unfinished_runs
 
 MISSING = "n/a"
@@ -34,6 +35,7 @@ def render_markdown(results, plots, not_drawn=()):
         _summary(results["runs"]),
         _plots(plots),
         _not_drawn(not_drawn),
+        mixlora_section(results["runs"]),
         _failures(results["runs"]),
         _where_the_memory_goes(results["runs"]),
         _samples(results["runs"]),

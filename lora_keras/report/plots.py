@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from lora_keras.io_utils import atomic_write_bytes
 from lora_keras.measure.estimate import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
+from lora_keras.report.expert_loads import expert_loads_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
 
 
@@ -249,4 +250,5 @@ _PLOTS = (
     ("loss.png", "Training loss per step", _loss_figure),
     ("memory_over_steps.png", "Memory after each training step", _memory_over_steps_figure),
     ("sweep.png", "LoRA rank sweep", _sweep_figure),
+    ("expert_loads.png", "MixLoRA expert loads per layer", expert_loads_figure),
 )
