@@ -15,6 +15,7 @@ from lora_keras.injection import (
     unwrap_lora,
 )
 from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+from lora_keras.levers import ChunkedLossCausalLM
 from lora_keras.measure import (
     LossHistory,
     MemoryCallback,
@@ -36,6 +37,7 @@ __all__ = [
     "KNOWN_PRESETS",
     "TARGETS",
     "BaseLoraLayer",
+    "ChunkedLossCausalLM",
     "LoraDense",
     "LoraEinsumDense",
     "LoraGPT2Backbone",

@@ -13,6 +13,7 @@ from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.train_one import MODES
 from lora_keras.gpt2_surgery import check_targets
 from lora_keras.io_utils import atomic_write_json
+from lora_keras.levers.options import OPTIONS, check_options, options_sweep_runs
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
 
@@ -159,6 +160,11 @@ def compare(
     sample_length=64,
     timeout_s=None,
     verbose=True,
+    jit_compile=False,
+    mixed_precision=None,
+    remat=False,
+    chunked_loss=False,
+    options_sweep=False,
 ):
     """Trains each mode in a fresh process on the same data, seed and optimizer.
 
@@ -173,15 +179,22 @@ def compare(
         sample_prompts: prompts to generate from after training (timed).
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
+        jit_compile, mixed_precision, remat, chunked_loss: the levers of every run (see
+            `lora_keras.levers.options.OPTIONS`).
+        options_sweep: also train each mode once more per lever, that lever on alone
+            (mixed precision as bfloat16), so the report shows each lever's effect.
 
     Returns:
         The results dict also written to `out/results.json`.
     """
     config = dict(locals(), kind="compare", modes=list(modes), targets=list(targets), ranks=None)
+    del config["options_sweep"]  # said by the runs' own options
     unknown = [mode for mode in modes if mode not in MODES]
     if unknown or not modes:
         raise ValueError(f"Unknown mode(s) {unknown or list(modes)}. Known: {', '.join(MODES)}.")
     runs = [(mode, mode, rank) for mode in modes]
+    if options_sweep:
+        runs = [run for mode in modes for run in options_sweep_runs(mode, rank)]
     return run_experiment(config, runs, list(sample_prompts), timeout_s, verbose)
 
 
@@ -194,7 +207,8 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
 
     Args:
         config: the experiment's settings (those of `compare`, `kind` included).
-        runs: `(name, mode, rank)` for each run, in order.
+        runs: `(name, mode, rank)` for each run, in order, or `(name, mode, rank, options)`
+            where a run's options differ from the experiment's.
         sample_prompts, timeout_s, verbose: as in `compare`.
     """
     if config["steps"] < 2:
@@ -203,6 +217,7 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
         )
     # Checked here, before any process starts, not in each child after its model is built.
     check_targets(config["targets"])
+    options = check_options(**{name: config.get(name, OPTIONS[name][0]) for name in OPTIONS})
     weights, why = choose_weights(config["preset"], config["weights"])
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])
@@ -211,8 +226,16 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
     config = {key: value for key, value in config.items() if key not in _NOT_CONFIG}
     config["weights"] = weights
     specs = [
-        dict(config, name=name, mode=mode, rank=rank, sample_prompts=sample_prompts, verbose=1)
-        for name, mode, rank in runs
+        dict(
+            config,
+            name=name,
+            mode=mode,
+            rank=rank,
+            options=check_options(**dict(options, **(own[0] if own else {}))),
+            sample_prompts=sample_prompts,
+            verbose=1,
+        )
+        for name, mode, rank, *own in runs
     ]
     results = run_specs(specs, config, out, echo=verbose, timeout_s=timeout_s)
     results["folder"] = out

@@ -19,10 +19,15 @@ def sweep(
     timeout_s=None,
     verbose=True,
     with_full=False,
+    jit_compile=False,
+    mixed_precision=None,
+    remat=False,
+    chunked_loss=False,
 ):
     """Trains LoRA once per rank: trainable weights, peak memory, step time, final loss.
 
-    Arguments are those of `lk.compare`, with `ranks` in place of `modes` and `rank`;
+    Arguments are those of `lk.compare` (the levers included), with `ranks` in place of `modes`
+    and `rank`;
     `with_full=True` also trains full fine-tuning once, drawn as a baseline in the plots.
 
     Returns:

@@ -18,8 +18,14 @@ def _setup_lora(lm, spec):
     apply_lora(lm, rank=spec["rank"], alpha=spec["alpha"], targets=tuple(spec["targets"]))
 
 
+def _setup_keras_lora(lm, spec):
+    # Keras's built-in LoRA, the peer in the same run: it only takes a rank (alpha = rank)
+    # and its layer names; query and value are its defaults, as ours.
+    lm.backbone.enable_lora(spec["rank"])
+
+
 # A training mode is one more configuration of the same harness.
-MODES = {"full": _setup_full, "lora": _setup_lora}
+MODES = {"full": _setup_full, "lora": _setup_lora, "keras_lora": _setup_keras_lora}
 
 
 def _describe_data(source, texts):
@@ -56,6 +62,8 @@ def train_one(spec):
     from lora_keras.data import load_texts, make_lm_datasets, preprocessor_detached
     from lora_keras.experiments.environment import describe_environment
     from lora_keras.experiments.optimizer import tutorial_optimizer
+    from lora_keras.levers import options as levers
+    from lora_keras.levers.chunked_loss import ChunkedLossCausalLM
     from lora_keras.measure import (
         LossHistory,
         MemoryCallback,
@@ -68,10 +76,13 @@ def train_one(spec):
 
     if spec["mode"] not in MODES:
         raise ValueError(f"Unknown mode '{spec['mode']}'. Known modes: {', '.join(MODES)}.")
+    options = levers.check_options(**spec.get("options", {}))
     # What the process holds before any model exists (on a CPU: Python, TensorFlow and
     # its thread pools): the floor under every measured peak, beside the estimate.
-    runtime_memory = memory_probe().current_bytes()
+    probe = memory_probe()
+    checkpoints = {"after_imports": probe.current_bytes()}
     memory = MemoryCallback()
+    levers.set_precision_policy(options["mixed_precision"])
     keras.utils.set_random_seed(spec["seed"])
     texts = load_texts(spec["data"])
     # Random weights come with a tokenizer trained on the corpus in use (cached on disk).
@@ -86,18 +97,28 @@ def train_one(spec):
         texts, lm, batch_size=spec["batch_size"], num_batches=spec["steps"], seed=spec["seed"]
     )
     data_source = _describe_data(spec["data"], texts)
+    if options["remat"]:
+        levers.rematerialise_blocks(lm.backbone)
     MODES[spec["mode"]](lm, spec)
-    lm.compile(
+    checkpoints["model_built"] = probe.current_bytes()
+    model = lm
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if options["chunked_loss"]:
+        model, loss = ChunkedLossCausalLM(lm.backbone, levers.CHUNK_SIZE), None
+    model.compile(
         optimizer=tutorial_optimizer(spec["learning_rate"]),  # the same for every mode
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=options["jit_compile"],
+        **({"loss": loss} if loss else {}),
     )
+    levers.refuse_unhonoured(model, options)
     # Built here, AdamW's slots exist before the first step; built inside it, they make
     # Keras trace and compile that step twice (about twice the first-step time).
-    lm.optimizer.build(lm.trainable_variables)
+    model.optimizer.build(model.trainable_variables)
+    checkpoints["optimizer_built"] = probe.current_bytes()
     timer = StepTimeCallback(tokens_per_step=spec["batch_size"] * spec["sequence_length"])
     losses = LossHistory()
     with preprocessor_detached(lm):
-        lm.fit(
+        model.fit(
             train_ds,
             epochs=1,
             shuffle=False,  # make_lm_datasets already shuffled, by the seed
@@ -105,7 +126,15 @@ def train_one(spec):
             verbose=spec.get("verbose", 1),
         )
     counts = trainable_summary(lm)
-    estimate = estimate_for_model(lm, spec["batch_size"], spec["sequence_length"])
+    estimate = estimate_for_model(
+        lm,
+        spec["batch_size"],
+        spec["sequence_length"],
+        remat=options["remat"],
+        loss_chunk=levers.CHUNK_SIZE if options["chunked_loss"] else None,
+    )
+    checkpoints["after_first_step"] = memory.current_history[0]
+    checkpoints["peak"] = memory.peak_bytes
     record = {
         "mode": spec["mode"],
         "rank": spec["rank"] if spec["mode"] != "full" else None,
@@ -118,7 +147,9 @@ def train_one(spec):
         "memory_source": memory.source,
         "memory_over_steps": memory.history,  # the peak so far, after each step
         "memory_in_use_over_steps": memory.current_history,
-        "runtime_memory_bytes": runtime_memory,
+        "runtime_memory_bytes": checkpoints["after_imports"],
+        "memory_checkpoints": checkpoints,  # memory in use at fixed points; the peak
+        "options": options,
         "estimated_memory_bytes": estimate["total"],
         "estimate": estimate,
         "loss": losses.losses,

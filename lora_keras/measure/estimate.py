@@ -64,6 +64,8 @@ def estimate_training_memory(
     weight_dtype_bytes=4,
     compute_dtype_bytes=4,
     dropout=True,
+    remat=False,
+    loss_chunk=None,
 ):
     """Estimate the memory of one training step of a GPT-2 decoder with AdamW, in bytes.
 
@@ -76,6 +78,9 @@ def estimate_training_memory(
         weight_dtype_bytes: bytes per stored weight (4 for float32).
         compute_dtype_bytes: bytes per activation (4 for float32, 2 under mixed precision).
         dropout: whether dropout is active in training (it saves a mask per dropout).
+        remat: whether the blocks are rematerialised: each keeps only its input, and one
+            block's activations exist at a time, while it is recomputed.
+        loss_chunk: positions whose logits exist at a time (a chunked loss); `None`: all.
 
     Returns:
         A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, and `total`,
@@ -123,6 +128,8 @@ def estimate_training_memory(
             sequence_length=sequence_length,
             compute_dtype_bytes=compute_dtype_bytes,
             dropout=dropout,
+            remat=remat,
+            loss_chunk=loss_chunk,
         ),
     }
     estimate["total"] = sum(estimate.values())
@@ -140,6 +147,8 @@ def _activation_bytes(
     sequence_length,
     compute_dtype_bytes,
     dropout,
+    remat=False,
+    loss_chunk=None,
 ):
     hidden = batch_size * sequence_length * hidden_dim  # one (batch, seq, hidden) tensor
     intermediate = batch_size * sequence_length * intermediate_dim  # (batch, seq, intermediate)
@@ -160,14 +169,16 @@ def _activation_bytes(
         masks * hidden  # the embedding dropout mask
         + 2 * hidden  # the final layer norm's input and output (the logits matmul's input)
     )
-    logits = batch_size * sequence_length * vocabulary_size  # (batch, seq, vocabulary)
+    logits = batch_size * min(loss_chunk or sequence_length, sequence_length) * vocabulary_size
+    # (batch, seq or chunk, vocabulary)
+    blocks = num_layers * hidden + per_block if remat else num_layers * per_block
     return (
-        (num_layers * per_block + around_blocks + logits) * compute_dtype_bytes
+        (blocks + around_blocks + logits) * compute_dtype_bytes
         + logits * LOSS_DTYPE_BYTES  # the softmax gradient the cross-entropy saves, float32
     )
 
 
-def estimate_for_model(model, batch_size, sequence_length):
+def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chunk=None):
     """Estimate the training memory of a KerasHub GPT-2 model, as it is now (LoRA or not).
 
     The architecture comes from the backbone, the trainable and total weight counts from the
@@ -176,6 +187,7 @@ def estimate_for_model(model, batch_size, sequence_length):
     Args:
         model: a `keras_hub.models.GPT2CausalLM` or `keras_hub.models.GPT2Backbone`.
         batch_size, sequence_length: the shape of one batch of token ids.
+        remat, loss_chunk: as in `estimate_training_memory`.
 
     Returns:
         The dict of `estimate_training_memory`.
@@ -201,6 +213,8 @@ def estimate_for_model(model, batch_size, sequence_length):
         weight_dtype_bytes=_dtype_bytes(policy.variable_dtype),
         compute_dtype_bytes=_dtype_bytes(policy.compute_dtype),
         dropout=backbone.dropout > 0,
+        remat=remat,
+        loss_chunk=loss_chunk,
     )
 
 

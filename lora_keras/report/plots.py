@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 from lora_keras.io_utils import atomic_write_bytes
 from lora_keras.measure.estimate import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
+from lora_keras.report.levers_plots import checkpoints_figure, levers_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
 
 
@@ -230,4 +231,10 @@ _PLOTS = (
     ("loss.png", "Training loss per step", _loss_figure),
     ("memory_over_steps.png", "Memory after each training step", _memory_over_steps_figure),
     ("sweep.png", "LoRA rank sweep", _sweep_figure),
+    ("levers.png", "Each run's step time and peak memory (options in the labels)", levers_figure),
+    (
+        "memory_checkpoints.png",
+        "Memory in use at fixed points of each run, beside the estimate",
+        checkpoints_figure,
+    ),
 )
