@@ -19,6 +19,12 @@ from lora_keras.levers.options import (
     rematerialise_blocks,
     set_precision_policy,
 )
+from lora_keras.report.levers_markdown import (
+    goals_section,
+    levers_section,
+    loss_check,
+    paid_off_after,
+)
 
 
 def dropout_lora_lm(seed=0):
@@ -221,3 +227,57 @@ def test_the_levers_are_recorded_and_reported(tmp_path, monkeypatch):
     report = (out / "report.md").read_text()
     assert "lora r=2 bfloat16+remat+chunked_loss" in report and "## Levers" in report
     assert "of the peak" in report and (out / "memory_checkpoints.png").exists()
+
+
+def synthetic_run(mode, step, first, peak, loss, **options):
+    return {
+        "mode": mode,
+        "rank": None if mode == "full" else 4,
+        "status": "ok",
+        "options": check_options(**options),
+        "step_time_s": step,
+        "first_step_s": first,
+        "peak_memory_bytes": peak,
+        "loss": [5.0, loss],
+    }
+
+
+def test_compile_pay_off_and_loss_tolerance_are_worked_out_from_the_runs():
+    plain = synthetic_run("lora", 2.0, 10.0, 100, 4.0)
+    xla = synthetic_run("lora", 1.0, 30.0, 120, 4.002, jit_compile=True)
+    slower = synthetic_run("lora", 3.0, 30.0, 80, 4.5, remat=True)
+    # 20 s more first step, 1 s saved a step: level after 1 + 20 steps.
+    assert paid_off_after(xla, plain) == 21
+    assert paid_off_after(slower, plain) is None
+    assert paid_off_after(plain, plain) == 1
+    assert loss_check(xla, plain) == pytest.approx((0.0005, LOSS_TOLERANCE["jit_compile"]))
+    runs = [synthetic_run("full", 4.0, 12.0, 1000, 4.0), plain, xla, slower]
+    runs.append(synthetic_run("keras_lora", 2.0, 11.0, 110, 4.0))
+    table = levers_section(runs)
+    assert "| lora r=4 xla | on | - | - | - | 29.0 s | 0.50x | 1.20x | 21 steps |" in table
+    assert "(1e-05: OUT)" in table  # remat must not move the loss
+    goals = goals_section(runs)
+    # remat's lower peak does not count: its loss moved.
+    assert "memory: lora r=4 peaks at 100 bytes, 0.10x full fine-tuning's 1000 bytes" in goals
+    assert "0.50x Keras's built-in LoRA's 2.000 s (goal <= 0.70x: met)" in goals
+    assert levers_section(runs[:2]) is None  # no lever, no section
+
+
+def test_the_estimate_follows_remat_and_the_chunked_loss():
+    sizes = dict(
+        num_layers=12,
+        hidden_dim=768,
+        num_heads=12,
+        intermediate_dim=3072,
+        vocabulary_size=50257,
+        trainable_params=147456,
+        total_params=124587264,
+        batch_size=4,
+        sequence_length=128,
+    )
+    plain = lk.estimate_training_memory(**sizes)["activations"]
+    chunked = lk.estimate_training_memory(**sizes, loss_chunk=32)["activations"]
+    # Three quarters of the logits and of their float32 softmax gradient are never held.
+    assert plain - chunked == 3 * 4 * 32 * 50257 * (4 + 4)
+    remat = lk.estimate_training_memory(**sizes, remat=True)["activations"]
+    assert remat < chunked < plain

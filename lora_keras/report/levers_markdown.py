@@ -97,9 +97,14 @@ def levers_section(runs):
 
 
 def goals_section(runs):
-    """LoRA's best peak against full's, its best step against Keras's LoRA; None without them."""
+    """LoRA's best peak against full's, its best step against Keras's LoRA; None without them.
+
+    The best are chosen among the LoRA runs whose final loss is within tolerance of their
+    plain run's: no option may buy speed or memory by training something else.
+    """
     finished = measured_runs(runs, "step_time_s", "peak_memory_bytes")
-    lora = [run for run in finished if run["mode"] == "lora"]
+    # Only a run that trains the same thing counts: its loss within its options' tolerance.
+    lora = [run for run in finished if run["mode"] == "lora" and _trains_the_same(runs, run)]
     full = next((r for r in finished if r["mode"] == "full" and plain_run(runs, r) is r), None)
     peer = next(
         (r for r in finished if r["mode"] == "keras_lora" and plain_run(runs, r) is r), None
@@ -127,6 +132,14 @@ def goals_section(runs):
             + _loss_words(best, plain_run(runs, best))
         )
     return "## Goals\n\n" + "\n".join(lines)
+
+
+def _trains_the_same(runs, run):
+    plain = plain_run(runs, run)
+    if plain is run:
+        return True
+    check = loss_check(run, plain)
+    return check is not None and check[0] <= check[1]
 
 
 def _loss_words(run, plain):
