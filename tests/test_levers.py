@@ -107,9 +107,9 @@ def test_remat_trains_to_the_same_loss_with_dropout():
 
 
 def test_jit_compile_trains_to_the_same_loss():
-    plain = train_losses(make_tiny_lm())
+    plain = train_losses(make_tiny_lm())  # no dropout: XLA must match to round-off
     xla = train_losses(make_tiny_lm(), jit_compile=True)
-    np.testing.assert_allclose(xla, plain, rtol=LOSS_TOLERANCE["jit_compile"])
+    np.testing.assert_allclose(xla, plain, rtol=1e-5)
 
 
 def test_mixed_precision_keeps_lora_weights_and_loss_in_float32():
@@ -251,6 +251,7 @@ def test_compile_pay_off_and_loss_tolerance_are_worked_out_from_the_runs():
     assert paid_off_after(slower, plain) is None
     assert paid_off_after(plain, plain) == 1
     assert loss_check(xla, plain) == pytest.approx((0.0005, LOSS_TOLERANCE["jit_compile"]))
+    assert loss_check(slower, plain) == pytest.approx((0.125, LOSS_TOLERANCE["remat"]))
     runs = [synthetic_run("full", 4.0, 12.0, 1000, 4.0), plain, xla, slower]
     runs.append(synthetic_run("keras_lora", 2.0, 11.0, 110, 4.0))
     table = levers_section(runs)

@@ -33,7 +33,10 @@ OPTIONS = {
 
 # Relative difference allowed between the final loss with an option and without it.
 LOSS_TOLERANCE = {
-    "jit_compile": 1e-3,  # XLA fuses and reorders float32 sums
+    # Without dropout XLA matches to round-off (tests/test_levers.py); with dropout it draws
+    # other masks (TensorFlow lets XLA pick its own random-number algorithm), so the loss
+    # agrees in distribution, not bit for bit.
+    "jit_compile": 1e-2,
     "mixed_precision": 5e-2,  # 8 (bfloat16) or 11 (float16) mantissa bits in the matmuls
     "remat": 1e-5,
     "chunked_loss": 1e-5,
