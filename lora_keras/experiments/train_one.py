@@ -52,7 +52,9 @@ def train_one(spec):
     Args:
         spec: a dict with `mode`, `preset`, `weights`, `data`, `steps`,
             `batch_size`, `sequence_length`, `rank`, `alpha`, `targets`,
-            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty).
+            `learning_rate`, `seed`, `sample_prompts` (a list, maybe empty), and
+            `options` (the levers, see `lora_keras.levers.options.OPTIONS`; missing ones
+            are off).
 
     Returns:
         The run record of `results.json` (see `lora_keras.experiments.compare`).
@@ -101,14 +103,15 @@ def train_one(spec):
         levers.rematerialise_blocks(lm.backbone)
     MODES[spec["mode"]](lm, spec)
     checkpoints["model_built"] = probe.current_bytes()
-    model = lm
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     if options["chunked_loss"]:
-        model, loss = ChunkedLossCausalLM(lm.backbone, levers.CHUNK_SIZE), None
+        # It trains the same backbone, computing its own loss; `lm` keeps generating.
+        model, loss = ChunkedLossCausalLM(lm.backbone, levers.CHUNK_SIZE), {}
+    else:
+        model, loss = lm, {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
     model.compile(
         optimizer=tutorial_optimizer(spec["learning_rate"]),  # the same for every mode
         jit_compile=options["jit_compile"],
-        **({"loss": loss} if loss else {}),
+        **loss,
     )
     levers.refuse_unhonoured(model, options)
     # Built here, AdamW's slots exist before the first step; built inside it, they make
