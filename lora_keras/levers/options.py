@@ -104,16 +104,24 @@ def rematerialise_blocks(backbone):
     Dropout must draw the same masks when the block is recomputed, or the gradient would
     be that of other masks. On TensorFlow and torch the recomputation runs the block's
     Python again, after its dropout seeds have advanced: the seeds are reset, inside the
-    recomputed function, to their values before the forward pass. JAX replays the traced
-    computation with the same seed values, so it needs no reset (and a write there would
-    leak out of `jax.checkpoint`).
+    recomputed function, to their values before the forward pass. On JAX, Keras's dropout
+    writes its advanced seed from inside `jax.checkpoint`, which JAX refuses (a leaked
+    tracer): a backbone with dropout is refused there, before anything changes.
+
+    Raises:
+        ValueError: on JAX, for a backbone with dropout.
     """
-    reset_seeds = keras.backend.backend() != "jax"
+    if keras.backend.backend() == "jax" and backbone.dropout > 0:
+        raise ValueError(
+            f"remat cannot be honoured on JAX for a backbone with dropout={backbone.dropout}: "
+            "Keras's dropout advances its seed inside jax.checkpoint, which JAX refuses. "
+            "Run without --remat, build the backbone with dropout=0, or use TensorFlow."
+        )
     for block in backbone.transformer_layers:
         seeds = [
             layer.seed_generator.state
             for layer in block._flatten_layers()
-            if reset_seeds and getattr(layer, "seed_generator", None) is not None
+            if getattr(layer, "seed_generator", None) is not None
         ]
 
         def rematerialised(decoder_sequence, call=block.call, seeds=seeds, **kwargs):

@@ -81,7 +81,7 @@ def levers_section(runs):
             cells += [
                 f"{run['step_time_s'] / plain['step_time_s']:.2f}x",
                 f"{run['peak_memory_bytes'] / plain['peak_memory_bytes']:.2f}x",
-                "never" if paid is None else f"{paid} steps",
+                "never" if paid is None else f"{paid} step{'s' if paid > 1 else ''}",
                 MISSING
                 if check is None
                 else f"{check[0]:.1e} ({check[1]:.0e}: {'ok' if check[0] <= check[1] else 'OUT'})",
