@@ -1,34 +1,56 @@
 """LoRA and its family for KerasHub GPT-2, with honest time and memory measurements."""
 
-from lora_keras.adapters import load_adapter, save_adapter
-from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
-from lora_keras.experiments import compare, sweep, tutorial_optimizer
-from lora_keras.experiments.compare import choose_weights
-from lora_keras.experiments.environment import describe_environment
-from lora_keras.gpt2_surgery import TARGETS
-from lora_keras.injection import (
-    LoraGPT2Backbone,
-    apply_lora,
-    lora_layers,
-    merge_lora,
-    unmerge_lora,
-    unwrap_lora,
-)
-from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
-from lora_keras.levers import ChunkedLossCausalLM
-from lora_keras.measure import (
-    LossHistory,
-    MemoryCallback,
-    StepTimeCallback,
-    estimate_for_model,
-    estimate_training_memory,
-    explain_estimate,
-    format_bytes,
-    memory_probe,
-)
-from lora_keras.models import GPT2_ARCHITECTURES, KNOWN_PRESETS, load_gpt2, pretrained_reachable
-from lora_keras.report import write_report
-from lora_keras.summary import format_trainable_summary, trainable_summary
+import sys
+
+from lora_keras.lazy import lazy_attributes
+
+# Every public name and the module it comes from, imported on first use: `import lora_keras`
+# and `lora-keras --help` then start no TensorFlow.
+_EXPORTS = {
+    "load_adapter": "lora_keras.adapters",
+    "save_adapter": "lora_keras.adapters",
+    "embedded_corpus": "lora_keras.data",
+    "load_texts": "lora_keras.data",
+    "make_lm_datasets": "lora_keras.data",
+    "preprocessor_detached": "lora_keras.data",
+    "compare": "lora_keras.experiments",
+    "sweep": "lora_keras.experiments",
+    "tutorial_optimizer": "lora_keras.experiments",
+    "choose_weights": "lora_keras.experiments.compare",
+    "describe_environment": "lora_keras.experiments.environment",
+    "TARGETS": "lora_keras.targets",
+    "LoraGPT2Backbone": "lora_keras.injection",
+    "apply_lora": "lora_keras.injection",
+    "lora_layers": "lora_keras.injection",
+    "merge_lora": "lora_keras.injection",
+    "unmerge_lora": "lora_keras.injection",
+    "unwrap_lora": "lora_keras.injection",
+    "BaseLoraLayer": "lora_keras.layers",
+    "LoraDense": "lora_keras.layers",
+    "LoraEinsumDense": "lora_keras.layers",
+    "ChunkedLossCausalLM": "lora_keras.levers.chunked_loss",
+    "LossHistory": "lora_keras.measure",
+    "MemoryCallback": "lora_keras.measure",
+    "StepTimeCallback": "lora_keras.measure",
+    "estimate_for_model": "lora_keras.measure",
+    "estimate_training_memory": "lora_keras.measure",
+    "explain_estimate": "lora_keras.measure",
+    "format_bytes": "lora_keras.measure",
+    "memory_probe": "lora_keras.measure",
+    "GPT2_ARCHITECTURES": "lora_keras.models",
+    "KNOWN_PRESETS": "lora_keras.models",
+    "load_gpt2": "lora_keras.models",
+    "pretrained_reachable": "lora_keras.models",
+    "write_report": "lora_keras.report",
+    "format_trainable_summary": "lora_keras.summary",
+    "trainable_summary": "lora_keras.summary",
+}
+__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)
+
+if "keras" in sys.modules:
+    # Keras already runs here, so registering the LoRA classes costs nothing, and
+    # `keras.saving.load_model` finds them in a `.keras` file without any lora_keras call first.
+    import lora_keras.injection  # noqa: F401
 
 __version__ = "0.1.0"
 

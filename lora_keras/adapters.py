@@ -2,6 +2,7 @@
 
 import io
 import json
+import os
 
 import h5py
 import numpy as np
@@ -52,6 +53,19 @@ def save_adapter(model, path):
 
 def _read(path):
     """Returns `(settings, architecture, layers)`, `layers` keyed by layer path."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No adapter file at '{path}'.")
+    try:
+        return _read_hdf5(path)
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        # h5py's own messages name neither the file nor what to do.
+        raise ValueError(
+            f"Cannot read '{path}' as an adapter file: it is damaged (truncated?) or not an "
+            f"HDF5 file ({type(error).__name__}: {error}). Save it again with `lk.save_adapter`."
+        ) from error
+
+
+def _read_hdf5(path):
     with h5py.File(path, "r") as file:
         if file.attrs.get("format") != ADAPTER_FORMAT:
             raise ValueError(f"'{path}' is not a lora_keras adapter file (no '{ADAPTER_FORMAT}').")

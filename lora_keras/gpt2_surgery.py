@@ -11,6 +11,7 @@ import keras
 import keras_hub
 
 from lora_keras.layers import BaseLoraLayer
+from lora_keras.targets import TARGETS, check_targets  # noqa: F401  (used as surgery.check_targets)
 
 # target name -> (attribute of the block holding the layer, or None for the
 # block itself; attribute naming the layer)
@@ -22,7 +23,6 @@ TARGET_ATTRIBUTES = {
     "ffn_in": (None, "_feedforward_intermediate_dense"),
     "ffn_out": (None, "_feedforward_output_dense"),
 }
-TARGETS = tuple(TARGET_ATTRIBUTES)
 
 
 def find_backbone(model):
@@ -35,22 +35,6 @@ def find_backbone(model):
             "`lk.load_gpt2(...)` or `keras_hub.models.GPT2CausalLM.from_preset(...)`."
         )
     return backbone
-
-
-def check_targets(targets):
-    """Returns `targets` as a tuple after checking every name is known."""
-    if isinstance(targets, str):
-        targets = (targets,)
-    targets = tuple(targets)
-    unknown = [t for t in targets if t not in TARGET_ATTRIBUTES]
-    if unknown or not targets:
-        raise ValueError(
-            f"Unknown LoRA target(s) {unknown or list(targets)}. "
-            f"Valid targets: {', '.join(TARGETS)}."
-        )
-    if len(set(targets)) != len(targets):
-        raise ValueError(f"LoRA targets must not repeat, got {list(targets)}.")
-    return targets
 
 
 def _owner(block, target):

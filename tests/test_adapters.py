@@ -198,3 +198,34 @@ def test_wrong_scaling_rule(tmp_path):
         ValueError, match="Wrong scaling: the adapter was trained with rslora=False"
     ):
         lk.load_adapter(other, tmp_path / "a.lora.h5")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not an adapter at all", "truncated"],
+    ids=["not-hdf5", "truncated"],
+)
+def test_a_damaged_adapter_file_is_refused_with_its_path(tmp_path, content):
+    path = tmp_path / "bad.lora.h5"
+    if content == "truncated":
+        lk.save_adapter(trained_lm(), path)
+        path.write_bytes(path.read_bytes()[:1500])
+    else:
+        path.write_bytes(content)
+    lm = make_tiny_lm()
+    with pytest.raises(ValueError, match=f"Cannot read '{path}' as an adapter file: it is damaged"):
+        lk.load_adapter(lm, path)
+    assert lk.lora_layers(lm) == {}
+
+
+def test_a_missing_adapter_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"No adapter file at '{tmp_path / 'no.lora.h5'}'"):
+        lk.load_adapter(make_tiny_lm(), tmp_path / "no.lora.h5")
+
+
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
+    path = tmp_path / "missing" / "a.lora.h5"
+    with pytest.raises(
+        FileNotFoundError, match=f"the folder '{tmp_path / 'missing'}' does not exist"
+    ):
+        lk.save_adapter(trained_lm(), path)

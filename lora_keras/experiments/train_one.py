@@ -5,6 +5,7 @@ times, memory and per-step loss, the trainable counts, the estimate. The parent
 (`compare`) only orchestrates and runs no model.
 """
 
+import math
 import time
 
 
@@ -44,6 +45,18 @@ def _samples(lm, prompts, max_length):
         text = lm.generate(prompt, max_length=max_length)
         samples.append({"prompt": prompt, "text": text, "seconds": time.perf_counter() - start})
     return samples
+
+
+def _mark_non_finite_loss(record):
+    """A loss that became nan or inf makes the run's result worthless: say so in its status."""
+    for step, loss in enumerate(record["loss"], start=1):
+        if not math.isfinite(loss):
+            record["status"] = "non-finite loss"
+            record["error"] = (
+                f"the training loss became {loss} at step {step}: training diverged. Lower "
+                "the learning rate (--learning-rate) or check the data."
+            )
+            return
 
 
 def train_one(spec):
@@ -86,7 +99,7 @@ def train_one(spec):
     memory = MemoryCallback()
     levers.set_precision_policy(options["mixed_precision"])
     keras.utils.set_random_seed(spec["seed"])
-    texts = load_texts(spec["data"])
+    texts = load_texts(spec["data"], text_field=spec.get("text_field", "text"))
     # Random weights come with a tokenizer trained on the corpus in use (cached on disk).
     tokenizer_texts = texts if spec["data"] != "embedded" else None
     lm = load_gpt2(
@@ -160,6 +173,7 @@ def train_one(spec):
         "data_source": data_source,
         "environment": describe_environment(),
     }
+    _mark_non_finite_loss(record)
     if spec.get("sample_prompts"):
         record["samples"] = _samples(lm, spec["sample_prompts"], spec["sample_length"])
     return record

@@ -56,7 +56,7 @@ class BaseLoraLayer(keras.layers.Layer):
                 "(`enable_lora`). Use one LoRA implementation per layer: build the model "
                 "again without `enable_lora`."
             )
-        if int(rank) != rank or rank < 1:
+        if isinstance(rank, bool) or int(rank) != rank or rank < 1:
             raise ValueError(f"LoRA rank must be an integer of at least 1, got rank={rank}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout}.")
@@ -116,6 +116,12 @@ class BaseLoraLayer(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        if self.merged and training:
+            # Merged, the update sits in the frozen kernel and A and B get no gradient.
+            raise ValueError(
+                f"Layer '{self.name}' is merged: merged LoRA must be unmerged to train. Call "
+                "`lk.unmerge_lora(model)` before `fit`, and merge again after."
+            )
         layer = self.original_layer
         equations = self.equations
         outputs = self._project(inputs, layer.kernel)

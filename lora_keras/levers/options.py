@@ -7,8 +7,8 @@ how far the loss after N steps may move from the plain run's when an option is o
 precision options change the arithmetic; the others compute the same sums).
 """
 
-import keras
-from keras import ops
+# Keras is imported inside the functions that run a model: the parent process of a
+# comparison, and `lora-keras --help`, check and label options without starting TensorFlow.
 
 MIXED_PRECISION = (None, "float16", "bfloat16")
 # Positions per chunk of `chunked_loss`: 4 chunks of a 128-token sequence.
@@ -88,6 +88,8 @@ def set_precision_policy(mixed_precision):
     their wrapped layer's policy), is stored in float32 and cast for the computation;
     Keras's losses compute in float32; with float16, `compile` adds loss scaling.
     """
+    import keras
+
     if mixed_precision is not None:
         keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
 
@@ -111,6 +113,9 @@ def rematerialise_blocks(backbone):
     Raises:
         ValueError: on JAX, for a backbone with dropout.
     """
+    import keras
+    from keras import ops
+
     if keras.backend.backend() == "jax" and backbone.dropout > 0:
         raise ValueError(
             f"remat cannot be honoured on JAX for a backbone with dropout={backbone.dropout}: "
@@ -143,6 +148,8 @@ def refuse_unhonoured(model, options):
     Keras turns XLA off with only a warning where a layer does not support it (or
     TensorFlow's op determinism is on, or on a Mac GPU); a measured run must say so.
     """
+    import keras
+
     if options["jit_compile"] and not model.jit_compile:
         unsupported = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
         raise ValueError(
