@@ -15,6 +15,7 @@ from lora_keras.levers.options import (
     LOSS_TOLERANCE,
     check_options,
     options_label,
+    options_sweep_runs,
     refuse_unhonoured,
     rematerialise_blocks,
     set_precision_policy,
@@ -301,3 +302,22 @@ def test_the_estimate_follows_remat_and_the_chunked_loss():
     assert plain - chunked == 3 * 4 * 32 * 50257 * (4 + 4)
     remat = lk.estimate_training_memory(**sizes, remat=True)["activations"]
     assert remat < chunked < plain
+
+
+def test_the_options_sweep_turns_on_one_lever_a_run():
+    runs = options_sweep_runs("lora", 4)
+    assert [name for name, *_ in runs] == [
+        "lora",
+        "lora+xla",
+        "lora+bfloat16",
+        "lora+remat",
+        "lora+chunked_loss",
+    ]
+    assert all(mode == "lora" and rank == 4 for _, mode, rank, _ in runs)
+    assert [sum(1 for value in options.values() if value) for *_, options in runs] == [
+        0,
+        1,
+        1,
+        1,
+        1,
+    ]
