@@ -69,6 +69,7 @@ def main(argv=None):
         learning_rate=5e-5,
         seed=0,
         out=args.out,
+        text_field="text",
     )
     results = run_experiment(config, levers_runs(args.rank), [], None, True)
     print(f"\nreport: {results['folder']}/report.md")
