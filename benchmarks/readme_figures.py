@@ -64,49 +64,8 @@ def _compare_section(folder):
     )
 
 
-def _times(value, full):
-    return f"{value / full:.2f}x" if full else "n/a"
-
-
-def _step_time_section(path):
-    result = json.loads(path.read_text())
-    runs = [run for run in result["runs"] if "error" not in run]
-    full = next((run["step_time_s"] for run in runs if run["config"] == "full"), None)
-    rows = [
-        "| config | trainable weights | step time (median) | vs full | first step |",
-        "|---|---|---|---|---|",
-    ]
-    rows += [
-        f"| {run['config']} | {run['trainable_params']:,} | {run['step_time_s']:.2f} s | "
-        f"{_times(run['step_time_s'], full)} | "
-        f"{run['first_step_s']:.0f} s |"
-        for run in runs
-    ]
-    forward = result["forward"]
-    lines = [
-        f"### `python benchmarks/lora_step_time.py --out {path.relative_to(ROOT)}`",
-        "",
-        f"{result['machine']}; {result['backend']}; {result['weights']}; batch "
-        f"{result['config']['batch_size']} x {result['config']['sequence_length']}, AdamW, "
-        "one process a configuration.",
-        "",
-        *rows,
-    ]
-    if "error" not in forward:
-        base = forward["base_forward_s"]
-        unmerged, merged = forward["lora_unmerged_forward_s"], forward["merged_forward_s"]
-        lines += [
-            "",
-            f"Forward pass, one process, same batch: base {base:.3f} s, LoRA unmerged "
-            f"{unmerged:.3f} s ({unmerged / base:.2f}x), merged {merged:.3f} s "
-            f"({merged / base:.2f}x).",
-        ]
-    return "\n".join(lines)
-
-
 def main():
     sections = [_compare_section(p.parent) for p in sorted(RESULTS.glob("*/results.json"))]
-    sections += [_step_time_section(p) for p in sorted(RESULTS.glob("lora_step_time*.json"))]
     readme = (ROOT / "README.md").read_text()
     head, rest = readme.split(START)
     _, tail = rest.split(END)

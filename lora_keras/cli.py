@@ -120,6 +120,37 @@ def _run_arguments(args):
     )
 
 
+def _add_option_arguments(parser):
+    # The levers of every run (lora_keras.levers.options.OPTIONS); each is recorded.
+    parser.add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="compile the training step with XLA (default: off, see README)",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        choices=("float16", "bfloat16"),
+        default=None,
+        help="Keras mixed_<dtype> policy: weights and loss stay float32",
+    )
+    parser.add_argument(
+        "--remat", action="store_true", help="recompute transformer blocks in the backward pass"
+    )
+    parser.add_argument(
+        "--chunked-loss", action="store_true", help="cross-entropy over sequence chunks"
+    )
+
+
+def _option_arguments(args):
+    return dict(
+        jit_compile=args.jit_compile,
+        mixed_precision=args.mixed_precision,
+        remat=args.remat,
+        chunked_loss=args.chunked_loss,
+    )
+
+
 # The summary columns that fit a terminal; report.md has them all.
 TERMINAL_COLUMNS = (
     "run",
@@ -154,7 +185,9 @@ def _compare(args):
         rank=args.rank,
         sample_prompts=tuple(args.sample_prompts),
         sample_length=args.sample_length,
+        options_sweep=args.options_sweep,
         **_run_arguments(args),
+        **_option_arguments(args),
     )
     return _finish(results)
 
@@ -162,7 +195,12 @@ def _compare(args):
 def _sweep(args):
     from lora_keras.experiments import sweep
 
-    results = sweep(ranks=args.ranks, with_full=args.with_full, **_run_arguments(args))
+    results = sweep(
+        ranks=args.ranks,
+        with_full=args.with_full,
+        **_run_arguments(args),
+        **_option_arguments(args),
+    )
     return _finish(results)
 
 
@@ -220,6 +258,12 @@ def build_parser():
     compare.add_argument(
         "--sample-length", type=int, default=64, help="the most tokens a sample has, at least 1"
     )
+    _add_option_arguments(compare)
+    compare.add_argument(
+        "--options-sweep",
+        action="store_true",
+        help="train each mode again once per lever, that lever alone, to see its effect",
+    )
     compare.set_defaults(run=_compare)
 
     sweep = commands.add_parser(
@@ -239,6 +283,7 @@ def build_parser():
     sweep.add_argument(
         "--with-full", action="store_true", help="also train full fine-tuning, as a baseline"
     )
+    _add_option_arguments(sweep)
     sweep.set_defaults(run=_sweep)
 
     report = commands.add_parser(

@@ -17,6 +17,7 @@ import time
 from lora_keras.experiments.check_arguments import check_arguments, check_preset_and_weights
 from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.io_utils import atomic_write_json
+from lora_keras.levers.options import OPTIONS, check_options, options_sweep_runs
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
 
@@ -260,6 +261,11 @@ def compare(
     timeout_s=None,
     verbose=True,
     text_field="text",
+    jit_compile=False,
+    mixed_precision=None,
+    remat=False,
+    chunked_loss=False,
+    options_sweep=False,
 ):
     """Trains each mode in a fresh process on the same data, seed and optimizer.
 
@@ -277,6 +283,10 @@ def compare(
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
         text_field: the field of a `.jsonl` record that holds its text.
+        jit_compile, mixed_precision, remat, chunked_loss: the levers of every run (see
+            `lora_keras.levers.options.OPTIONS`).
+        options_sweep: also train each mode once more per lever, that lever on alone
+            (mixed precision as bfloat16), so the report shows each lever's effect.
 
     Returns:
         The results dict also written to `out/results.json`.
@@ -291,8 +301,11 @@ def compare(
 
         mixlora = {**MIXLORA_DEFAULTS, **(mixlora or {})}
     config = dict(locals(), kind="compare", modes=list(modes), targets=list(targets), ranks=None)
+    del config["options_sweep"]  # said by the runs' own options
     # Only the LoRA family has a rank; a full run (failed or not) is labelled without one.
     runs = [(mode, mode, None if mode == "full" else rank) for mode in modes]
+    if options_sweep:
+        runs = [run for name, mode, rank in runs for run in options_sweep_runs(mode, rank)]
     return run_experiment(config, runs, list(sample_prompts), timeout_s, verbose)
 
 
@@ -305,11 +318,13 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
 
     Args:
         config: the experiment's settings (those of `compare`, `kind` included).
-        runs: `(name, mode, rank)` for each run, in order.
+        runs: `(name, mode, rank)` for each run, in order, or `(name, mode, rank, options)`
+            where a run's options differ from the experiment's.
         sample_prompts, timeout_s, verbose: as in `compare`.
     """
     # Checked here, before any folder or process exists, not in each child after its build.
     check_arguments(config)
+    options = check_options(**{name: config.get(name, OPTIONS[name][0]) for name in OPTIONS})
     weights, why = choose_weights(config["preset"], config["weights"])
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])
@@ -323,8 +338,16 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
     config = {key: value for key, value in config.items() if key not in _NOT_CONFIG}
     config["weights"] = weights
     specs = [
-        dict(config, name=name, mode=mode, rank=rank, sample_prompts=sample_prompts, verbose=1)
-        for name, mode, rank in runs
+        dict(
+            config,
+            name=name,
+            mode=mode,
+            rank=rank,
+            options=check_options(**dict(options, **(own[0] if own else {}))),
+            sample_prompts=sample_prompts,
+            verbose=1,
+        )
+        for name, mode, rank, *own in runs
     ]
     results = run_specs(specs, config, out, echo=verbose, timeout_s=timeout_s)
     results["folder"] = out

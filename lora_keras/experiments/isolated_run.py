@@ -143,6 +143,7 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
     return {
         "mode": spec["mode"],
         "rank": spec.get("rank"),
+        "options": spec.get("options"),
         "status": status,
         "error": error,
         "log": os.path.basename(log_path),

@@ -21,11 +21,15 @@ def sweep(
     verbose=True,
     with_full=False,
     text_field="text",
+    jit_compile=False,
+    mixed_precision=None,
+    remat=False,
+    chunked_loss=False,
 ):
     """Trains LoRA once per rank: trainable weights, peak memory, step time, final loss.
 
-    Arguments are those of `lk.compare` (`text_field` included), with `ranks` (each once) in
-    place of `modes` and `rank`;
+    Arguments are those of `lk.compare` (`text_field` and the levers included), with `ranks`
+    (each once) in place of `modes` and `rank`;
     `with_full=True` also trains full fine-tuning once, drawn as a baseline in the plots.
 
     Returns:

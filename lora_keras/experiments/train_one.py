@@ -33,12 +33,19 @@ def _setup_mixlora(lm, spec):
     apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.get("mixlora") or {})})
 
 
+def _setup_keras_lora(lm, spec):
+    # Keras's built-in LoRA, the peer in the same run: it only takes a rank (alpha = rank)
+    # and its layer names; query and value are its defaults, as ours.
+    lm.backbone.enable_lora(spec["rank"])
+
+
 # A training mode is one more configuration of the same harness.
 MODES = {
     "full": _setup_full,
     "lora": _setup_lora,
     "dora": functools.partial(_setup_lora, variant="dora"),
     "mixlora": _setup_mixlora,
+    "keras_lora": _setup_keras_lora,
 }
 
 
@@ -78,9 +85,10 @@ def train_one(spec):
     Args:
         spec: a dict with `mode`, `preset`, `weights`, `data`, `steps`,
             `batch_size`, `sequence_length`, `rank`, `alpha`, `targets`,
-            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty);
-            optionally `mixlora`, a dict of `apply_mixlora` settings for mode
-            "mixlora" (default `lora_keras.mixlora.MIXLORA_DEFAULTS`).
+            `learning_rate`, `seed`, `sample_prompts` (a list, maybe empty),
+            `options` (the levers, see `lora_keras.levers.options.OPTIONS`; missing ones
+            are off), and optionally `mixlora`, a dict of `apply_mixlora` settings for
+            mode "mixlora" (default `lora_keras.mixlora.MIXLORA_DEFAULTS`).
 
     Returns:
         The run record of `results.json` (see `lora_keras.experiments.compare`).
@@ -90,6 +98,8 @@ def train_one(spec):
     from lora_keras.data import load_texts, make_lm_datasets, preprocessor_detached
     from lora_keras.experiments.environment import describe_environment
     from lora_keras.experiments.optimizer import tutorial_optimizer
+    from lora_keras.levers import options as levers
+    from lora_keras.levers.chunked_loss import ChunkedLossCausalLM
     from lora_keras.measure import (
         LossHistory,
         MemoryCallback,
@@ -103,10 +113,13 @@ def train_one(spec):
 
     if spec["mode"] not in MODES:
         raise ValueError(f"Unknown mode '{spec['mode']}'. Known modes: {', '.join(MODES)}.")
+    options = levers.check_options(**spec.get("options", {}))
     # What the process holds before any model exists (on a CPU: Python, TensorFlow and
     # its thread pools): the floor under every measured peak, beside the estimate.
-    runtime_memory = memory_probe().current_bytes()
+    probe = memory_probe()
+    checkpoints = {"after_imports": probe.current_bytes()}
     memory = MemoryCallback()
+    levers.set_precision_policy(options["mixed_precision"])
     keras.utils.set_random_seed(spec["seed"])
     texts = load_texts(spec["data"], text_field=spec.get("text_field", "text"))
     # Random weights come with a tokenizer trained on the corpus in use (cached on disk).
@@ -121,18 +134,29 @@ def train_one(spec):
         texts, lm, batch_size=spec["batch_size"], num_batches=spec["steps"], seed=spec["seed"]
     )
     data_source = _describe_data(spec["data"], texts)
+    if options["remat"]:
+        levers.rematerialise_blocks(lm.backbone)
     MODES[spec["mode"]](lm, spec)
-    lm.compile(
+    checkpoints["model_built"] = probe.current_bytes()
+    if options["chunked_loss"]:
+        # It trains the same backbone, computing its own loss; `lm` keeps generating.
+        model, loss = ChunkedLossCausalLM(lm.backbone, levers.CHUNK_SIZE), {}
+    else:
+        model, loss = lm, {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+    model.compile(
         optimizer=tutorial_optimizer(spec["learning_rate"]),  # the same for every mode
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=options["jit_compile"],
+        **loss,
     )
+    levers.refuse_unhonoured(model, options)
     # Built here, AdamW's slots exist before the first step; built inside it, they make
     # Keras trace and compile that step twice (about twice the first-step time).
-    lm.optimizer.build(lm.trainable_variables)
+    model.optimizer.build(model.trainable_variables)
+    checkpoints["optimizer_built"] = probe.current_bytes()
     timer = StepTimeCallback(tokens_per_step=spec["batch_size"] * spec["sequence_length"])
     losses = LossHistory()
     with preprocessor_detached(lm):
-        lm.fit(
+        model.fit(
             train_ds,
             epochs=1,
             shuffle=False,  # make_lm_datasets already shuffled, by the seed
@@ -140,7 +164,15 @@ def train_one(spec):
             verbose=spec.get("verbose", 1),
         )
     counts = trainable_summary(lm)
-    estimate = estimate_for_model(lm, spec["batch_size"], spec["sequence_length"])
+    estimate = estimate_for_model(
+        lm,
+        spec["batch_size"],
+        spec["sequence_length"],
+        remat=options["remat"],
+        loss_chunk=levers.CHUNK_SIZE if options["chunked_loss"] else None,
+    )
+    checkpoints["after_first_step"] = memory.current_history[0]
+    checkpoints["peak"] = memory.peak_bytes
     record = {
         "mode": spec["mode"],
         "rank": spec["rank"] if spec["mode"] != "full" else None,
@@ -153,7 +185,9 @@ def train_one(spec):
         "memory_source": memory.source,
         "memory_over_steps": memory.history,  # the peak so far, after each step
         "memory_in_use_over_steps": memory.current_history,
-        "runtime_memory_bytes": runtime_memory,
+        "runtime_memory_bytes": checkpoints["after_imports"],
+        "memory_checkpoints": checkpoints,  # memory in use at fixed points; the peak
+        "options": options,
         "estimated_memory_bytes": estimate["total"],
         "estimate": estimate,
         "loss": losses.losses,

@@ -84,6 +84,8 @@ def estimate_training_memory(
     dropout=True,
     dora_output_units=0,
     dora_largest_kernel=0,
+    remat=False,
+    loss_chunk=None,
 ):
     """Estimate the memory of one training step of a GPT-2 decoder with AdamW, in bytes.
 
@@ -98,6 +100,9 @@ def estimate_training_memory(
         dropout: whether dropout is active in training (it saves a mask per dropout).
         dora_output_units: the output units of all unmerged DoRA layers together (0: no DoRA).
         dora_largest_kernel: the weights of the largest of their kernels.
+        remat: whether the blocks are rematerialised: each keeps only its input, and one
+            block's activations exist at a time, while it is recomputed.
+        loss_chunk: positions whose logits exist at a time (a chunked loss); `None`: all.
 
     Returns:
         A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, with DoRA
@@ -145,6 +150,8 @@ def estimate_training_memory(
             sequence_length=sequence_length,
             compute_dtype_bytes=compute_dtype_bytes,
             dropout=dropout,
+            remat=remat,
+            loss_chunk=loss_chunk,
         ),
     }
     if dora_output_units:
@@ -165,6 +172,8 @@ def _activation_bytes(
     sequence_length,
     compute_dtype_bytes,
     dropout,
+    remat=False,
+    loss_chunk=None,
 ):
     hidden = batch_size * sequence_length * hidden_dim  # one (batch, seq, hidden) tensor
     intermediate = batch_size * sequence_length * intermediate_dim  # (batch, seq, intermediate)
@@ -185,14 +194,16 @@ def _activation_bytes(
         masks * hidden  # the embedding dropout mask
         + 2 * hidden  # the final layer norm's input and output (the logits matmul's input)
     )
-    logits = batch_size * sequence_length * vocabulary_size  # (batch, seq, vocabulary)
+    logits = batch_size * min(loss_chunk or sequence_length, sequence_length) * vocabulary_size
+    # (batch, seq or chunk, vocabulary)
+    blocks = num_layers * hidden + per_block if remat else num_layers * per_block
     return (
-        (num_layers * per_block + around_blocks + logits) * compute_dtype_bytes
+        (blocks + around_blocks + logits) * compute_dtype_bytes
         + logits * LOSS_DTYPE_BYTES  # the softmax gradient the cross-entropy saves, float32
     )
 
 
-def estimate_for_model(model, batch_size, sequence_length):
+def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chunk=None):
     """Estimate the training memory of a KerasHub GPT-2 model, as it is now (LoRA or not).
 
     The architecture comes from the backbone, the trainable and total weight counts from the
@@ -201,6 +212,7 @@ def estimate_for_model(model, batch_size, sequence_length):
     Args:
         model: a `keras_hub.models.GPT2CausalLM` or `keras_hub.models.GPT2Backbone`.
         batch_size, sequence_length: the shape of one batch of token ids.
+        remat, loss_chunk: as in `estimate_training_memory`.
 
     Returns:
         The dict of `estimate_training_memory`.
@@ -235,6 +247,8 @@ def estimate_for_model(model, batch_size, sequence_length):
         dora_largest_kernel=max(
             (math.prod(layer.original_layer.kernel.shape) for layer in dora), default=0
         ),
+        remat=remat,
+        loss_chunk=loss_chunk,
     )
 
 

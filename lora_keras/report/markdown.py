@@ -3,6 +3,7 @@
 from lora_keras.measure.estimate import explain_estimate
 from lora_keras.measure.units import format_bytes, format_share
 from lora_keras.report.expert_loads import mixlora_section
+from lora_keras.report.levers_markdown import checkpoints_lines, goals_section, levers_section
 from lora_keras.report.results import full_run, measured_runs, run_label, unfinished_runs
 
 MISSING = "n/a"
@@ -33,6 +34,8 @@ def render_markdown(results, plots, not_drawn=()):
         _table("Environment", results["environment"]),
         _table("Configuration", results["config"]),
         _summary(results["runs"]),
+        levers_section(results["runs"]),
+        goals_section(results["runs"]),
         _plots(plots),
         _not_drawn(not_drawn),
         mixlora_section(results["runs"]),
@@ -166,6 +169,7 @@ def _where_the_memory_goes(runs):
                 f"({run['peak_memory_bytes'] / run['estimate']['total']:.2f}x the estimate), "
                 f"from {run.get('memory_source') or 'an unnamed source'}."
             )
+        lines += checkpoints_lines(run)
         if full is not None and run is not full:
             lines.append(_against_full(run["estimate"], full["estimate"]))
         entries.append("\n".join(lines))

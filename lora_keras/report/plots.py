@@ -16,6 +16,7 @@ from lora_keras.io_utils import atomic_write_bytes
 from lora_keras.measure.estimate import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
 from lora_keras.report.expert_loads import expert_loads_figure
+from lora_keras.report.levers_plots import checkpoints_figure, levers_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
 
 
@@ -251,4 +252,10 @@ _PLOTS = (
     ("memory_over_steps.png", "Memory after each training step", _memory_over_steps_figure),
     ("sweep.png", "LoRA rank sweep", _sweep_figure),
     ("expert_loads.png", "MixLoRA expert loads per layer", expert_loads_figure),
+    ("levers.png", "Each run's step time and peak memory (options in the labels)", levers_figure),
+    (
+        "memory_checkpoints.png",
+        "Memory in use at fixed points of each run, beside the estimate",
+        checkpoints_figure,
+    ),
 )

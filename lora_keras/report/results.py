@@ -3,6 +3,8 @@
 import json
 import os
 
+from lora_keras.levers.options import options_label
+
 RESULTS_FILE = "results.json"
 SCHEMA_VERSION = 1
 
@@ -132,9 +134,11 @@ def unfinished_runs(results):
 
 
 def run_label(run):
-    """Name a run in tables and legends: its mode, and its rank where it has one."""
+    """Name a run in tables and legends: its mode, its rank where it has one, its levers."""
     rank = run.get("rank")
-    return run["mode"] if rank is None else f"{run['mode']} r={rank}"
+    label = run["mode"] if rank is None else f"{run['mode']} r={rank}"
+    levers = options_label(run.get("options") or {})
+    return f"{label} {levers}" if levers else label
 
 
 def measured_runs(runs, *fields):

@@ -1,0 +1,1 @@
+"""The levers of a training run: options (`options`) and the chunked loss (`chunked_loss`)."""

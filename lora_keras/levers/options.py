@@ -1,0 +1,169 @@
+"""The levers of a training run: XLA, mixed precision, rematerialisation, a chunked loss.
+
+Each is an option of `compare`, `sweep` and the child that trains (`train_one`), checked
+here before any process starts, recorded in results.json and shown in the report.
+`OPTIONS` is the one table of their names, defaults and meanings; `LOSS_TOLERANCE` says
+how far the loss after N steps may move from the plain run's when an option is on (only
+precision options change the arithmetic; the others compute the same sums).
+"""
+
+# Keras is imported inside the functions that run a model: the parent process of a
+# comparison, and `lora-keras --help`, check and label options without starting TensorFlow.
+
+MIXED_PRECISION = (None, "float16", "bfloat16")
+# Positions per chunk of `chunked_loss`: 4 chunks of a 128-token sequence.
+CHUNK_SIZE = 32
+
+OPTIONS = {
+    "jit_compile": (False, "XLA: compile the training step (compile time is in the first step)"),
+    "mixed_precision": (
+        None,
+        "Keras dtype policy mixed_<dtype>: compute in float16/bfloat16, weights (LoRA's "
+        "included) and the loss in float32",
+    ),
+    "remat": (
+        False,
+        "recompute each transformer block's activations in the backward pass (keras.remat)",
+    ),
+    "chunked_loss": (
+        False,
+        f"cross-entropy over chunks of {CHUNK_SIZE} positions, never the whole logits tensor",
+    ),
+}
+
+# Relative difference allowed between the final loss with an option and without it.
+LOSS_TOLERANCE = {
+    # Without dropout XLA matches to round-off (tests/test_levers.py); with dropout it draws
+    # other masks (TensorFlow lets XLA pick its own random-number algorithm), so the loss
+    # agrees in distribution, not bit for bit.
+    "jit_compile": 1e-2,
+    "mixed_precision": 5e-2,  # 8 (bfloat16) or 11 (float16) mantissa bits in the matmuls
+    "remat": 1e-5,
+    "chunked_loss": 1e-5,
+}
+
+
+def default_options():
+    """Every option at its default: the plain run."""
+    return {name: default for name, (default, _) in OPTIONS.items()}
+
+
+def check_options(**options):
+    """Returns every option, defaults filled in, after checking names and values.
+
+    Raises:
+        ValueError: an unknown option or a value it does not take.
+    """
+    unknown = [name for name in options if name not in OPTIONS]
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown}. Known options: {', '.join(OPTIONS)}.")
+    checked = dict(default_options(), **options)
+    for name in ("jit_compile", "remat", "chunked_loss"):
+        if not isinstance(checked[name], bool):
+            raise ValueError(f"{name} must be True or False, got {checked[name]!r}.")
+    if checked["mixed_precision"] not in MIXED_PRECISION:
+        raise ValueError(
+            f"mixed_precision must be one of {MIXED_PRECISION}, got {checked['mixed_precision']!r}."
+        )
+    return checked
+
+
+def options_label(options):
+    """Names the options that differ from the defaults, e.g. `"xla+bfloat16"`; "" for none."""
+    parts = []
+    for name, (default, _) in OPTIONS.items():
+        value = options.get(name, default)
+        if value != default:
+            parts.append(value if isinstance(value, str) else _SHORT_NAMES[name])
+    return "+".join(parts)
+
+
+_SHORT_NAMES = {"jit_compile": "xla", "remat": "remat", "chunked_loss": "chunked_loss"}
+
+
+def set_precision_policy(mixed_precision):
+    """Sets Keras's global dtype policy before a model is built (`None`: leave float32).
+
+    Under `mixed_<dtype>` every variable, the LoRA wrappers' A and B included (they take
+    their wrapped layer's policy), is stored in float32 and cast for the computation;
+    Keras's losses compute in float32; with float16, `compile` adds loss scaling.
+    """
+    import keras
+
+    if mixed_precision is not None:
+        keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
+
+
+def rematerialise_blocks(backbone):
+    """Makes each transformer block of `backbone` recompute its activations in the backward pass.
+
+    `keras.RematScope` would do it for layers built inside it, but TensorFlow's
+    `tf.recompute_grad` refuses keyword arguments in a graph, and GPT-2's blocks take the
+    padding mask as one. So each block's `call` is wrapped here: the mask is bound in a
+    closure and only the hidden states go through `keras.remat`. Only the block inputs are
+    kept for the backward pass, one (batch, seq, hidden) tensor a block.
+
+    Dropout must draw the same masks when the block is recomputed, or the gradient would
+    be that of other masks. On TensorFlow and torch the recomputation runs the block's
+    Python again, after its dropout seeds have advanced: the seeds are reset, inside the
+    recomputed function, to their values before the forward pass. On JAX, Keras's dropout
+    writes its advanced seed from inside `jax.checkpoint`, which JAX refuses (a leaked
+    tracer): a backbone with dropout is refused there, before anything changes.
+
+    Raises:
+        ValueError: on JAX, for a backbone with dropout.
+    """
+    import keras
+    from keras import ops
+
+    if keras.backend.backend() == "jax" and backbone.dropout > 0:
+        raise ValueError(
+            f"remat cannot be honoured on JAX for a backbone with dropout={backbone.dropout}: "
+            "Keras's dropout advances its seed inside jax.checkpoint, which JAX refuses. "
+            "Run without --remat, build the backbone with dropout=0, or use TensorFlow."
+        )
+    for block in backbone.transformer_layers:
+        seeds = [
+            layer.seed_generator.state
+            for layer in block._flatten_layers()
+            if getattr(layer, "seed_generator", None) is not None
+        ]
+
+        def rematerialised(decoder_sequence, call=block.call, seeds=seeds, **kwargs):
+            before = [ops.copy(seed.value) for seed in seeds]
+
+            def block_call(hidden):
+                for seed, value in zip(seeds, before, strict=True):
+                    seed.assign(value)
+                return call(hidden, **kwargs)
+
+            return keras.remat(block_call)(decoder_sequence)
+
+        block.call = rematerialised
+
+
+def refuse_unhonoured(model, options):
+    """Fails when the model, once compiled, does not do what the options asked.
+
+    Keras turns XLA off with only a warning where a layer does not support it (or
+    TensorFlow's op determinism is on, or on a Mac GPU); a measured run must say so.
+    """
+    import keras
+
+    if options["jit_compile"] and not model.jit_compile:
+        unsupported = [layer.name for layer in model._flatten_layers() if not layer.supports_jit]
+        raise ValueError(
+            f"jit_compile=True cannot be honoured on the {keras.backend.backend()} backend for "
+            "this model: Keras turned XLA compilation off"
+            + (f" (layers without XLA support: {', '.join(unsupported)})" if unsupported else "")
+            + ". Run without --jit-compile."
+        )
+
+
+def options_sweep_runs(mode, rank):
+    """`(name, mode, rank, options)`: `mode` plain, then once per lever, that lever alone."""
+    runs = [(mode, mode, rank, {})]
+    for name in OPTIONS:
+        options = {name: "bfloat16" if name == "mixed_precision" else True}
+        runs.append((f"{mode}+{options_label(options)}", mode, rank, options))
+    return runs

@@ -1,0 +1,323 @@
+"""The levers: XLA, mixed precision, rematerialisation, the chunked loss, Keras's own LoRA."""
+
+import json
+
+import keras
+import keras_hub
+import numpy as np
+import pytest
+from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, randomize_lora_b
+
+import lora_keras as lk
+from lora_keras import cli
+from lora_keras.experiments.train_one import MODES
+from lora_keras.levers.options import (
+    LOSS_TOLERANCE,
+    check_options,
+    options_label,
+    options_sweep_runs,
+    refuse_unhonoured,
+    rematerialise_blocks,
+    set_precision_policy,
+)
+from lora_keras.report.levers_markdown import (
+    goals_section,
+    levers_section,
+    loss_check,
+    paid_off_after,
+)
+
+
+def dropout_lora_lm(seed=0):
+    """Tiny GPT-2 with LoRA and dropout on, so rematerialisation must redraw the same masks."""
+    keras.utils.set_random_seed(seed)  # before LoRA too: A draws from the global seed
+    backbone = keras_hub.models.GPT2Backbone(**TINY_GPT2, dropout=0.3)
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
+    lk.apply_lora(lm, rank=2)
+    return lm
+
+
+def train_losses(lm, steps=3, jit_compile=False, model=None):
+    """The loss of each of `steps` SGD steps on one fixed batch with padding."""
+    x, y = next_token_dataset()
+    weights = np.ones(y.shape, dtype="float32")
+    weights[0, -3:] = 0.0  # padding: the loss must weigh it out the same way
+    model = model or lm
+    loss = None if isinstance(model, lk.ChunkedLossCausalLM) else "sparse_categorical_crossentropy"
+    kwargs = {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)} if loss else {}
+    model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit_compile, **kwargs)
+    return [
+        float(model.train_on_batch(x, y, sample_weight=weights, return_dict=True)["loss"])
+        for _ in range(steps)
+    ]
+
+
+def test_chunked_loss_equals_the_plain_loss_value_and_gradient():
+    tf = pytest.importorskip("tensorflow")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the gradient is compared with TensorFlow's tape")
+    lm = make_tiny_lm()
+    randomize_lora_b(lk.apply_lora(lm, rank=2))  # A's gradient is zero while B is
+    x, y = next_token_dataset()
+    weights = np.ones(y.shape, dtype="float32")
+    weights[1, -4:] = 0.0
+    chunked = lk.ChunkedLossCausalLM(lm.backbone, chunk_size=5)  # 12 positions: 5, 5, 2
+    chunked.compile(optimizer="sgd")
+    plain_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape(persistent=True) as tape:
+        plain = plain_loss(y, lm(x), sample_weight=weights)
+        ours = chunked.compute_loss(x, y, chunked(x), sample_weight=weights)
+    assert tuple(chunked(x).shape) == (2, 12, TINY_GPT2["hidden_dim"])  # hidden states only
+    np.testing.assert_allclose(float(ours), float(plain), rtol=1e-6)
+    variables = lm.trainable_variables
+    assert len(variables) == 8  # A and B of query and value in 2 blocks
+    for a, b in zip(tape.gradient(plain, variables), tape.gradient(ours, variables), strict=True):
+        assert float(tf.reduce_max(tf.abs(a))) > 0  # the test cannot pass on zeros
+        np.testing.assert_allclose(b.numpy(), a.numpy(), atol=1e-6)
+
+
+def test_chunked_loss_trains_with_fit_like_the_plain_loss():
+    plain = train_losses(make_tiny_lm())
+    chunked = train_losses(None, model=lk.ChunkedLossCausalLM(make_tiny_lm().backbone, 4))
+    np.testing.assert_allclose(chunked, plain, rtol=LOSS_TOLERANCE["chunked_loss"])
+    assert plain[-1] < plain[0]
+
+
+def test_chunked_loss_refuses_a_loss_and_a_bad_chunk_size():
+    lm = make_tiny_lm()
+    with pytest.raises(ValueError, match="compile it without `loss`"):
+        lk.ChunkedLossCausalLM(lm.backbone).compile(optimizer="sgd", loss="mse")
+    with pytest.raises(ValueError, match="chunk_size must be an integer of at least 1, got 0"):
+        lk.ChunkedLossCausalLM(lm.backbone, chunk_size=0)
+
+
+def test_chunked_loss_config_round_trip():
+    model = lk.ChunkedLossCausalLM(make_tiny_lm().backbone, chunk_size=7, name="chunked")
+    restored = lk.ChunkedLossCausalLM.from_config(model.get_config())
+    assert restored.chunk_size == 7 and restored.name == "chunked"
+    assert restored.backbone.num_layers == TINY_GPT2["num_layers"]
+
+
+def test_remat_trains_to_the_same_loss_with_dropout():
+    if keras.backend.backend() == "jax":
+        pytest.skip("refused on JAX: see test_remat_with_dropout_is_refused_on_jax")
+    plain = train_losses(dropout_lora_lm())
+    remat_lm = dropout_lora_lm()
+    rematerialise_blocks(remat_lm.backbone)
+    remat = train_losses(remat_lm)
+    np.testing.assert_allclose(remat, plain, rtol=LOSS_TOLERANCE["remat"])
+    assert len(set(plain)) == 3  # it trained
+
+
+def test_remat_with_dropout_is_refused_on_jax():
+    if keras.backend.backend() != "jax":
+        pytest.skip("only JAX refuses it")
+    lm = dropout_lora_lm()
+    calls = [block.call for block in lm.backbone.transformer_layers]
+    with pytest.raises(ValueError, match="remat cannot be honoured on JAX .* dropout=0.3"):
+        rematerialise_blocks(lm.backbone)
+    assert [block.call for block in lm.backbone.transformer_layers] == calls  # unchanged
+
+
+def test_remat_without_dropout_trains_to_the_same_loss():
+    plain = train_losses(make_tiny_lm())
+    remat_lm = make_tiny_lm()
+    rematerialise_blocks(remat_lm.backbone)
+    np.testing.assert_allclose(train_losses(remat_lm), plain, rtol=LOSS_TOLERANCE["remat"])
+
+
+def test_jit_compile_trains_to_the_same_loss():
+    plain = train_losses(make_tiny_lm())  # no dropout: XLA must match to round-off
+    xla = train_losses(make_tiny_lm(), jit_compile=True)
+    np.testing.assert_allclose(xla, plain, rtol=1e-5)
+
+
+def test_mixed_precision_keeps_lora_weights_and_loss_in_float32():
+    plain = train_losses(make_tiny_lm())
+    try:
+        set_precision_policy("bfloat16")
+        lm = make_tiny_lm()
+        wrappers = lk.apply_lora(lm, rank=2)
+        assert wrappers[0].lora_kernel_a.dtype == "float32"
+        assert wrappers[0].lora_kernel_b.dtype == "float32"
+        assert wrappers[0].compute_dtype == "bfloat16"
+        x, _ = next_token_dataset()
+        assert lm.backbone(x).dtype == "bfloat16"  # the blocks compute in bfloat16
+        assert lm(x).dtype == "float32"  # KerasHub projects onto the vocabulary in float32
+        for variable in lm.trainable_variables:
+            variable.trainable = True
+        for variable in lm.weights:
+            assert variable.dtype == "float32", variable.path
+        mixed = train_losses(make_tiny_lm())
+    finally:
+        keras.config.set_dtype_policy("float32")
+    np.testing.assert_allclose(mixed, plain, rtol=LOSS_TOLERANCE["mixed_precision"])
+
+
+def test_an_option_keras_cannot_honour_is_refused():
+    lm = make_tiny_lm()
+    lm.backbone.transformer_layers[0].supports_jit = False
+    with pytest.warns(UserWarning, match="doesn't support `jit_compile=True`"):
+        lm.compile(optimizer="sgd", jit_compile=True)
+    with pytest.raises(ValueError, match="jit_compile=True cannot be honoured") as error:
+        refuse_unhonoured(lm, check_options(jit_compile=True))
+    assert "transformer_layer_0" in str(error.value)
+    refuse_unhonoured(lm, check_options())  # nothing asked, nothing refused
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"xla": True}, r"Unknown option\(s\) \['xla'\]"),
+        ({"mixed_precision": "float64"}, "mixed_precision must be one of"),
+        ({"remat": "yes"}, "remat must be True or False, got 'yes'"),
+    ],
+)
+def test_bad_options_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        check_options(**options)
+
+
+def test_bad_options_are_refused_before_any_run(tmp_path):
+    with pytest.raises(ValueError, match="mixed_precision must be one of"):
+        lk.compare(preset="gpt2_tiny", mixed_precision="half", out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_options_label_names_what_differs():
+    assert options_label(check_options()) == ""
+    labelled = check_options(jit_compile=True, mixed_precision="bfloat16", chunked_loss=True)
+    assert options_label(labelled) == "xla+bfloat16+chunked_loss"
+
+
+def test_keras_lora_mode_trains_only_keras_lora_weights():
+    lm = make_tiny_lm()
+    MODES["keras_lora"](lm, {"rank": 4})
+    names = sorted({variable.path.split("/")[-1] for variable in lm.trainable_variables})
+    # Keras's enable_lora leaves the layer's bias trainable beside A and B.
+    assert names == ["bias", "lora_kernel_a", "lora_kernel_b"]
+    # It factorizes the last kernel axis only: A (64, 4, 4) and B (4, 16), bias (4, 16), for
+    # each of query and value, in 2 blocks.
+    assert lk.trainable_summary(lm)["trainable"] == 2 * 2 * (64 * 4 * 4 + 4 * 16 + 4 * 16)
+
+
+def test_cli_parses_the_levers():
+    args = cli.build_parser().parse_args(
+        ["compare", "--jit-compile", "--mixed-precision", "bfloat16", "--remat", "--chunked-loss"]
+    )
+    assert cli._option_arguments(args) == dict(
+        jit_compile=True, mixed_precision="bfloat16", remat=True, chunked_loss=True
+    )
+    assert not cli.build_parser().parse_args(["sweep"]).remat
+
+
+def test_the_levers_are_recorded_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report"
+    lk.compare(
+        preset="gpt2_tiny",
+        weights="random",
+        modes=("lora",),
+        steps=2,
+        batch_size=2,
+        sequence_length=32,
+        rank=2,
+        out=str(out),
+        mixed_precision="bfloat16",
+        remat=True,
+        chunked_loss=True,
+        verbose=False,
+    )
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["config"]["remat"] is True and saved["config"]["mixed_precision"] == "bfloat16"
+    (run,) = saved["runs"]
+    assert run["status"] == "ok", run.get("error")
+    assert run["options"] == check_options(
+        mixed_precision="bfloat16", remat=True, chunked_loss=True
+    )
+    points = run["memory_checkpoints"]
+    assert list(points) == [
+        "after_imports",
+        "model_built",
+        "optimizer_built",
+        "after_first_step",
+        "peak",
+    ]
+    assert points["peak"] >= max(points.values()) > 0
+    report = (out / "report.md").read_text()
+    assert "lora r=2 bfloat16+remat+chunked_loss" in report and "## Levers" in report
+    assert "of the peak" in report and (out / "memory_checkpoints.png").exists()
+
+
+def synthetic_run(mode, step, first, peak, loss, **options):
+    return {
+        "mode": mode,
+        "rank": None if mode == "full" else 4,
+        "status": "ok",
+        "options": check_options(**options),
+        "step_time_s": step,
+        "first_step_s": first,
+        "peak_memory_bytes": peak,
+        "loss": [5.0, loss],
+    }
+
+
+def test_compile_pay_off_and_loss_tolerance_are_worked_out_from_the_runs():
+    plain = synthetic_run("lora", 2.0, 10.0, 100, 4.0)
+    xla = synthetic_run("lora", 1.0, 30.0, 120, 4.002, jit_compile=True)
+    slower = synthetic_run("lora", 3.0, 30.0, 80, 4.5, remat=True)
+    # 20 s more first step, 1 s saved a step: level after 1 + 20 steps.
+    assert paid_off_after(xla, plain) == 21
+    assert paid_off_after(slower, plain) is None
+    assert paid_off_after(plain, plain) == 1
+    assert loss_check(xla, plain) == pytest.approx((0.0005, LOSS_TOLERANCE["jit_compile"]))
+    assert loss_check(slower, plain) == pytest.approx((0.125, LOSS_TOLERANCE["remat"]))
+    runs = [synthetic_run("full", 4.0, 12.0, 1000, 4.0), plain, xla, slower]
+    runs.append(synthetic_run("keras_lora", 2.0, 11.0, 110, 4.0))
+    table = levers_section(runs)
+    assert "| lora r=4 xla | on | - | - | - | 29.0 s | 0.50x | 1.20x | 21 steps |" in table
+    assert "(1e-05: OUT)" in table  # remat must not move the loss
+    goals = goals_section(runs)
+    # remat's lower peak does not count: its loss moved.
+    assert "memory: lora r=4 peaks at 100 bytes, 0.10x full fine-tuning's 1000 bytes" in goals
+    assert "0.50x Keras's built-in LoRA's 2.000 s (goal <= 0.70x: met)" in goals
+    assert levers_section(runs[:2]) is None  # no lever, no section
+
+
+def test_the_estimate_follows_remat_and_the_chunked_loss():
+    sizes = dict(
+        num_layers=12,
+        hidden_dim=768,
+        num_heads=12,
+        intermediate_dim=3072,
+        vocabulary_size=50257,
+        trainable_params=147456,
+        total_params=124587264,
+        batch_size=4,
+        sequence_length=128,
+    )
+    plain = lk.estimate_training_memory(**sizes)["activations"]
+    chunked = lk.estimate_training_memory(**sizes, loss_chunk=32)["activations"]
+    # Three quarters of the logits and of their float32 softmax gradient are never held.
+    assert plain - chunked == 3 * 4 * 32 * 50257 * (4 + 4)
+    remat = lk.estimate_training_memory(**sizes, remat=True)["activations"]
+    assert remat < chunked < plain
+
+
+def test_the_options_sweep_turns_on_one_lever_a_run():
+    runs = options_sweep_runs("lora", 4)
+    assert [name for name, *_ in runs] == [
+        "lora",
+        "lora+xla",
+        "lora+bfloat16",
+        "lora+remat",
+        "lora+chunked_loss",
+    ]
+    assert all(mode == "lora" and rank == 4 for _, mode, rank, _ in runs)
+    assert [sum(1 for value in options.values() if value) for *_, options in runs] == [
+        0,
+        1,
+        1,
+        1,
+        1,
+    ]
