@@ -2,6 +2,7 @@
 
 from lora_keras.adapters import load_adapter, save_adapter
 from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
+from lora_keras.distribution import data_parallel
 from lora_keras.experiments import compare, sweep, tutorial_optimizer
 from lora_keras.experiments.compare import choose_weights
 from lora_keras.experiments.environment import describe_environment
@@ -45,6 +46,7 @@ __all__ = [
     "apply_lora",
     "choose_weights",
     "compare",
+    "data_parallel",
     "describe_environment",
     "embedded_corpus",
     "estimate_for_model",

@@ -28,6 +28,20 @@ def _add_run_arguments(parser, default_steps):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="a new folder (default: a timestamped one)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed a run")
+    parser.add_argument(
+        "--backend",
+        choices=("tensorflow", "jax", "torch"),
+        default="tensorflow",
+        help="the Keras backend the runs train and measure under",
+    )
+    parser.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="train on every visible device (jax or tensorflow); --batch-size is the global batch",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show the runtimes' start-up notices"
+    )
 
 
 def _run_arguments(args):
@@ -44,6 +58,9 @@ def _run_arguments(args):
         seed=args.seed,
         out=args.out,
         timeout_s=args.timeout,
+        backend=args.backend,
+        data_parallel=args.data_parallel,
+        verbose=2 if args.verbose else 1,
     )
 
 

@@ -9,7 +9,9 @@ import datetime
 import os
 import sys
 
+from lora_keras.backends import check_backend
 from lora_keras.experiments.isolated_run import run_isolated
+from lora_keras.experiments.quiet_logs import StartupNoiseFilter
 from lora_keras.experiments.train_one import MODES
 from lora_keras.gpt2_surgery import check_targets
 from lora_keras.io_utils import atomic_write_json
@@ -159,6 +161,8 @@ def compare(
     sample_length=64,
     timeout_s=None,
     verbose=True,
+    backend="tensorflow",
+    data_parallel=False,
 ):
     """Trains each mode in a fresh process on the same data, seed and optimizer.
 
@@ -173,6 +177,12 @@ def compare(
         sample_prompts: prompts to generate from after training (timed).
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
+        verbose: 0 shows nothing of the runs, 1 (or True) their output without the runtimes'
+            start-up notices, 2 all of it. Each run's log keeps all of it.
+        backend: the Keras backend the runs train and measure under: "tensorflow", "jax" or
+            "torch" (this process's own backend does not matter).
+        data_parallel: train on every visible device with `lk.data_parallel()` (JAX or
+            TensorFlow); `batch_size` is the global batch.
 
     Returns:
         The results dict also written to `out/results.json`.
@@ -203,6 +213,12 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
         )
     # Checked here, before any process starts, not in each child after its model is built.
     check_targets(config["targets"])
+    check_backend(config["backend"])
+    if config["data_parallel"] and config["backend"] == "torch":
+        raise ValueError(
+            "data_parallel needs the jax or tensorflow backend: Keras's distribution API has no "
+            "torch data parallel. Use backend='jax' (--backend jax)."
+        )
     weights, why = choose_weights(config["preset"], config["weights"])
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])
@@ -214,6 +230,7 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
         dict(config, name=name, mode=mode, rank=rank, sample_prompts=sample_prompts, verbose=1)
         for name, mode, rank in runs
     ]
-    results = run_specs(specs, config, out, echo=verbose, timeout_s=timeout_s)
+    echo = {0: False, 1: StartupNoiseFilter()}.get(int(verbose), True)
+    results = run_specs(specs, config, out, echo=echo, timeout_s=timeout_s)
     results["folder"] = out
     return results

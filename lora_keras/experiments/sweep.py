@@ -19,6 +19,8 @@ def sweep(
     timeout_s=None,
     verbose=True,
     with_full=False,
+    backend="tensorflow",
+    data_parallel=False,
 ):
     """Trains LoRA once per rank: trainable weights, peak memory, step time, final loss.
 
