@@ -10,7 +10,7 @@ import re
 
 STARTUP_NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
-    rb"|I\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\]"  # absl INFO lines
+    rb"|I\d{4} [\d:.]+ +\d+ \S+:\d+\]"  # absl INFO lines
     rb"|E\d{4} .*(failed call to cuInit|Unable to register cu(DNN|FFT|BLAS) factory)"
     rb"|To enable the following instructions: .* rebuild TensorFlow)"
 )
