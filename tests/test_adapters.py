@@ -7,6 +7,9 @@ from keras.ops import convert_to_numpy as to_numpy
 import lora_keras as lk
 from lora_keras import io_utils
 
+# Portable: CI runs these under JAX and torch too (`-m backends`).
+pytestmark = pytest.mark.backends
+
 
 def trained_lm(targets=("query", "value"), rank=4, seed=0):
     lm = make_tiny_lm(seed=seed)

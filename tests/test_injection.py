@@ -24,6 +24,9 @@ HIDDEN, LAYERS, FFN = (
     TINY_GPT2["intermediate_dim"],
 )
 
+# Portable: CI runs these under JAX and torch too (`-m backends`).
+pytestmark = pytest.mark.backends
+
 
 def lora_weights_per_target(rank):
     """Scalars trained per block for each target, from the factor shapes A (in, r), B (r, out)."""

@@ -7,6 +7,9 @@ from layer_test_case import run_layer_test
 
 import lora_keras as lk
 
+# Portable: CI runs these under JAX and torch too (`-m backends`).
+pytestmark = pytest.mark.backends
+
 
 def built_query(hidden=64, heads=4, head_dim=16, dtype=None):
     layer = keras.layers.EinsumDense(
