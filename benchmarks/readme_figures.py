@@ -74,7 +74,8 @@ def _backends_section(folders):
     results = [json.loads((folder / "results.json").read_text()) for folder in folders]
     # TensorFlow (the default) first, then the others in the order `--backend` lists them.
     order = sorted(
-        range(len(folders)), key=lambda i: list(BACKENDS).index(results[i]["config"]["backend"])
+        range(len(folders)),
+        key=lambda i: list(BACKENDS).index(results[i]["config"].get("backend", "tensorflow")),
     )
     folders, results = [folders[i] for i in order], [results[i] for i in order]
     backends = [result["environment"].get("backend", "n/a") for result in results]

@@ -10,6 +10,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -246,7 +247,7 @@ def train_and_measure(model):
     timer = lk.StepTimeCallback(tokens_per_step=BATCH_SIZE * SEQUENCE_LENGTH)
     losses = lk.LossHistory()
     with lk.preprocessor_detached(model):  # the batches are tokenized already
-        model.fit(train_ds, epochs=1, callbacks=[memory, timer, losses])
+        model.fit(train_ds, epochs=1, shuffle=False, callbacks=[memory, timer, losses])
     # Plain numbers, not the callbacks: those hold the model, which must be freed later.
     measured = {
         **timer.summary(),

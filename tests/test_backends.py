@@ -168,3 +168,10 @@ def test_a_tiny_compare_measures_under_the_asked_backend(tmp_path, monkeypatch, 
     assert run["peak_memory_bytes"] >= run["runtime_memory_bytes"] > 100 * 1024**2
     report = (tmp_path / "report" / "report.md").read_text()
     assert f"| backend | {backend} |" in report
+
+
+def test_the_gpu_check_fails_clearly_without_a_gpu():
+    script = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
+    result = subprocess.run(["bash", script], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "JAX sees no GPU" in result.stderr and "run with --cpu" in result.stderr
