@@ -26,6 +26,7 @@ def _say(message):
 def choose_weights(preset, weights):
     """`weights`, or for `None`: pretrained when the download host answers, else random."""
     from lora_keras.models import KNOWN_PRESETS, architectures, pretrained_reachable
+    from lora_keras.models.preset_cache import cached_preset_folder
 
     if not (os.path.isdir(preset) or preset in KNOWN_PRESETS):
         raise ValueError(
@@ -40,6 +41,8 @@ def choose_weights(preset, weights):
         return "random", f"{preset} has no pretrained weights"
     if os.path.isdir(preset):
         return "pretrained", "a local preset folder carries its weights"
+    if cached_preset_folder(preset):
+        return "pretrained", "kagglehub's cache already holds the preset"
     if pretrained_reachable():
         return "pretrained", "the KerasHub download host answered"
     return "random", "NO NETWORK: the KerasHub download host did not answer"
