@@ -11,6 +11,7 @@ import pytest
 
 import lora_keras as lk
 from lora_keras import backends, distribution
+from lora_keras.experiments import run_child
 from lora_keras.experiments.quiet_logs import StartupNoiseFilter
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,10 +143,18 @@ def test_data_parallel_on_two_devices_matches_one(backend):
     assert result["2"] == pytest.approx(result["1"], rel=1e-5)
 
 
+def test_a_global_batch_that_does_not_split_evenly_is_refused(monkeypatch):
+    monkeypatch.setattr(distribution, "data_parallel_devices", lambda: ["cpu:0", "cpu:1"])
+    with pytest.raises(ValueError, match="batch_size=3 cannot be split evenly over 2 devices"):
+        run_child._data_parallel_scope({"data_parallel": True, "batch_size": 3})
+
+
 @pytest.mark.large
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_a_tiny_compare_measures_under_the_asked_backend(tmp_path, monkeypatch, backend):
     monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path / "cache"))
+    # JAX's run also goes through --data-parallel, on two virtual CPU devices.
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
     results = lk.compare(
         preset="gpt2_tiny",
         weights="random",
@@ -157,8 +166,10 @@ def test_a_tiny_compare_measures_under_the_asked_backend(tmp_path, monkeypatch, 
         out=str(tmp_path / "report"),
         verbose=0,
         backend=backend,
+        data_parallel=backend == "jax",
     )
     (run,) = results["runs"]
+    assert run["data_parallel_devices"] == (2 if backend == "jax" else 1)
     assert run["status"] == "ok", run.get("error")
     assert results["environment"]["backend"] == results["config"]["backend"] == backend
     # The count TensorFlow gives for gpt2_tiny: 4 blocks x 2 targets x (128*2 + 2*128).
