@@ -5,14 +5,15 @@
 #   bash benchmarks/gpu_check.sh --cpu     # the same steps on a CPU, tiny model, into a temp folder
 #
 # A GPU machine may have no network: what it lacks is installed from wheels in `.whl/` (ignored
-# by git), prepared on a machine that has the network, for the GPU machine's Python:
+# by git), downloaded beforehand on a machine with the network, for the GPU machine's Python and
+# platform (all of requirements.txt and their dependencies):
 #
 #   pip download -d .whl --only-binary=:all: --python-version 3.11 \
-#       -r requirements.txt --no-deps keras-hub kagglehub tokenizers
+#       --platform manylinux_2_28_x86_64 -r requirements.txt
 #
-# lora_keras still imports TensorFlow for its data pipeline (tf.data in load_texts and
-# make_lm_datasets, the tokenizer's Dataset check) and TensorFlow's probe; the JAX runs train and
-# measure on JAX, but TensorFlow (`tensorflow-cpu` is enough) must be importable or in `.whl/`.
+# TensorFlow is among them: lora_keras still needs it under JAX for its data pipeline (tf.data in
+# load_texts and make_lm_datasets, the tokenizer's Dataset check) and for TFDS. The training and
+# the measurement run on JAX.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
