@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from lora_keras import __version__
+from lora_keras.backends import BACKENDS
 
 
 def _csv(cast):
@@ -30,7 +31,7 @@ def _add_run_arguments(parser, default_steps):
     parser.add_argument("--timeout", type=float, default=None, help="seconds allowed a run")
     parser.add_argument(
         "--backend",
-        choices=("tensorflow", "jax", "torch"),
+        choices=tuple(BACKENDS),
         default="tensorflow",
         help="the Keras backend the runs train and measure under",
     )
