@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 import lora_keras as lk
-from lora_keras import backends, distribution
+from lora_keras import backends, cli, distribution
 from lora_keras.experiments import run_child
 from lora_keras.experiments.quiet_logs import StartupNoiseFilter
 
@@ -186,3 +186,12 @@ def test_the_gpu_check_fails_clearly_without_a_gpu():
     result = subprocess.run(["bash", script], capture_output=True, text=True)
     assert result.returncode == 2
     assert "JAX sees no GPU" in result.stderr and "run with --cpu" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_the_command_line_passes_backend_data_parallel_and_verbose(command):
+    args = cli.build_parser().parse_args([command, "--backend", "jax", "--data-parallel"])
+    expected = {"backend": "jax", "data_parallel": True, "verbose": 1}
+    assert cli._run_arguments(args).items() >= expected.items()
+    quiet = cli.build_parser().parse_args([command, "--verbose"])
+    assert cli._run_arguments(quiet)["verbose"] == 2 and quiet.backend == "tensorflow"
