@@ -194,7 +194,7 @@ print("\nA document:\n", next(iter(texts)).numpy().decode("utf-8")[:400])
 train_ds, _ = lk.make_lm_datasets(
     texts, gpt2_lm, batch_size=BATCH_SIZE, num_batches=NUM_BATCHES, seed=SEED
 )
-x_batch = next(iter(train_ds))[0]  # token ids and padding mask, (batch, sequence)
+x_batch = next(train_ds.as_numpy_iterator())[0]  # NumPy, for every backend: (batch, sequence)
 print("one batch:", {name: tuple(value.shape) for name, value in x_batch.items()})
 
 # %% [markdown]
@@ -444,7 +444,7 @@ def forward_seconds(models, repeats=10):
 keras.utils.set_random_seed(SEED)
 base_lm = lk.load_gpt2(PRESET, weights=WEIGHTS, sequence_length=SEQUENCE_LENGTH)
 
-unmerged_output = np.asarray(lora_lm(x_batch))
+unmerged_output = keras.ops.convert_to_numpy(lora_lm(x_batch))
 base_seconds, unmerged_seconds = forward_seconds([base_lm, lora_lm])
 print(
     f"LoRA, unmerged: {unmerged_seconds / base_seconds:.2f}x the base model's time "
@@ -452,7 +452,7 @@ print(
 )
 
 lk.merge_lora(lora_lm)  # also drops the functions Keras traced for the unmerged model
-merged_output = np.asarray(lora_lm(x_batch))
+merged_output = keras.ops.convert_to_numpy(lora_lm(x_batch))
 base_seconds, merged_seconds = forward_seconds([base_lm, lora_lm])
 print(
     f"LoRA, merged:   {merged_seconds / base_seconds:.2f}x the base model's time "
@@ -499,7 +499,7 @@ print(
 
 settings = lk.load_adapter(base_lm, adapter_path)
 print("loaded into the base model with", settings)
-reloaded_output = np.asarray(base_lm(x_batch))
+reloaded_output = keras.ops.convert_to_numpy(base_lm(x_batch))
 print(
     f"largest difference, reloaded vs trained LoRA logits: "
     f"{np.abs(reloaded_output - merged_output).max():.2e}"
