@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from lora_keras import __version__
+from lora_keras.backends import BACKENDS
 from lora_keras.experiments.train_one import MODES
 from lora_keras.models.architectures import KNOWN_PRESETS
 from lora_keras.targets import TARGETS
@@ -100,6 +101,20 @@ def _add_run_arguments(parser, default_steps):
         default=None,
         help="seconds allowed a run before it is stopped (default: no limit)",
     )
+    parser.add_argument(
+        "--backend",
+        choices=tuple(BACKENDS),
+        default="tensorflow",
+        help="the Keras backend the runs train and measure under",
+    )
+    parser.add_argument(
+        "--data-parallel",
+        action="store_true",
+        help="train on every visible device (jax or tensorflow); --batch-size is the global batch",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="also show the runtimes' start-up notices"
+    )
 
 
 def _run_arguments(args):
@@ -117,6 +132,9 @@ def _run_arguments(args):
         out=args.out,
         timeout_s=args.timeout,
         text_field=args.text_field,
+        backend=args.backend,
+        data_parallel=args.data_parallel,
+        verbose=2 if args.verbose else 1,
     )
 
 

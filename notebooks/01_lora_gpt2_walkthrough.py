@@ -43,37 +43,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must be set before Keras is imported
-REPOSITORY = "https://github.com/lora-keras/lora-keras"
-
-
-def find_checkout():
-    """The lora-keras checkout this notebook runs in (its folder or the one above), if any."""
-    for folder in (Path.cwd(), Path.cwd().parent):
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and 'name = "lora-keras"' in pyproject.read_text():
-            return folder
-    return None
-
-
-if importlib.util.find_spec("lora_keras") is not None:
-    print("lora_keras is already installed: nothing to install.")
-else:
-    checkout = find_checkout()
-    if checkout is not None:
-        print(f"Installing lora_keras from the checkout at {checkout} ...")
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", str(checkout)])
-        sys.path.insert(0, str(checkout))  # an editable install is only seen by new processes
-    elif "google.colab" in sys.modules:
-        print(f"Installing lora_keras from {REPOSITORY} ...")
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"git+{REPOSITORY}"])
-    else:
-        raise ModuleNotFoundError(
-            f"lora_keras is not installed. Run `pip install git+{REPOSITORY}`, or open this "
-            "notebook from a checkout of the repository, then run this cell again."
-        )
+# Where lora_keras installs from when it is missing: pyproject.toml's [project.urls] Source (a test
+# keeps them equal). Set LORA_KERAS_SOURCE to another git URL or to a local checkout's path.
+SOURCE = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
+if importlib.util.find_spec("lora_keras") is None:
+    print(f"Installing lora_keras from {SOURCE} ...")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", SOURCE])
     importlib.invalidate_caches()
 
 import keras
@@ -217,7 +194,7 @@ print("\nA document:\n", next(iter(texts)).numpy().decode("utf-8")[:400])
 train_ds, _ = lk.make_lm_datasets(
     texts, gpt2_lm, batch_size=BATCH_SIZE, num_batches=NUM_BATCHES, seed=SEED
 )
-x_batch = next(iter(train_ds))[0]  # token ids and padding mask, (batch, sequence)
+x_batch = next(train_ds.as_numpy_iterator())[0]  # NumPy, for every backend: (batch, sequence)
 print("one batch:", {name: tuple(value.shape) for name, value in x_batch.items()})
 
 # %% [markdown]
@@ -246,7 +223,7 @@ def train_and_measure(model):
     timer = lk.StepTimeCallback(tokens_per_step=BATCH_SIZE * SEQUENCE_LENGTH)
     losses = lk.LossHistory()
     with lk.preprocessor_detached(model):  # the batches are tokenized already
-        model.fit(train_ds, epochs=1, callbacks=[memory, timer, losses])
+        model.fit(train_ds, epochs=1, shuffle=False, callbacks=[memory, timer, losses])
     # Plain numbers, not the callbacks: those hold the model, which must be freed later.
     measured = {
         **timer.summary(),
@@ -467,7 +444,7 @@ def forward_seconds(models, repeats=10):
 keras.utils.set_random_seed(SEED)
 base_lm = lk.load_gpt2(PRESET, weights=WEIGHTS, sequence_length=SEQUENCE_LENGTH)
 
-unmerged_output = np.asarray(lora_lm(x_batch))
+unmerged_output = keras.ops.convert_to_numpy(lora_lm(x_batch))
 base_seconds, unmerged_seconds = forward_seconds([base_lm, lora_lm])
 print(
     f"LoRA, unmerged: {unmerged_seconds / base_seconds:.2f}x the base model's time "
@@ -475,7 +452,7 @@ print(
 )
 
 lk.merge_lora(lora_lm)  # also drops the functions Keras traced for the unmerged model
-merged_output = np.asarray(lora_lm(x_batch))
+merged_output = keras.ops.convert_to_numpy(lora_lm(x_batch))
 base_seconds, merged_seconds = forward_seconds([base_lm, lora_lm])
 print(
     f"LoRA, merged:   {merged_seconds / base_seconds:.2f}x the base model's time "
@@ -522,7 +499,7 @@ print(
 
 settings = lk.load_adapter(base_lm, adapter_path)
 print("loaded into the base model with", settings)
-reloaded_output = np.asarray(base_lm(x_batch))
+reloaded_output = keras.ops.convert_to_numpy(base_lm(x_batch))
 print(
     f"largest difference, reloaded vs trained LoRA logits: "
     f"{np.abs(reloaded_output - merged_output).max():.2e}"

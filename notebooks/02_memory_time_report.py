@@ -45,34 +45,12 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must be set before Keras is imported
-REPOSITORY = "https://github.com/lora-keras/lora-keras"
-
-
-def find_checkout():
-    """The lora-keras checkout this notebook runs in (its folder or the one above), if any."""
-    for folder in (Path.cwd(), Path.cwd().parent):
-        pyproject = folder / "pyproject.toml"
-        if pyproject.is_file() and 'name = "lora-keras"' in pyproject.read_text():
-            return folder
-    return None
-
-
-if importlib.util.find_spec("lora_keras") is not None:
-    print("lora_keras is already installed: nothing to install.")
-else:
-    checkout = find_checkout()
-    if checkout is not None:
-        print(f"Installing lora_keras from the checkout at {checkout} ...")
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "-e", str(checkout)])
-        sys.path.insert(0, str(checkout))  # an editable install is only seen by new processes
-    elif "google.colab" in sys.modules:
-        print(f"Installing lora_keras from {REPOSITORY} ...")
-        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", f"git+{REPOSITORY}"])
-    else:
-        raise ModuleNotFoundError(
-            f"lora_keras is not installed. Run `pip install git+{REPOSITORY}`, or open this "
-            "notebook from a checkout of the repository, then run this cell again."
-        )
+# Where lora_keras installs from when it is missing: pyproject.toml's [project.urls] Source (a test
+# keeps them equal). Set LORA_KERAS_SOURCE to another git URL or to a local checkout's path.
+SOURCE = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
+if importlib.util.find_spec("lora_keras") is None:
+    print(f"Installing lora_keras from {SOURCE} ...")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", SOURCE])
     importlib.invalidate_caches()
 
 import keras

@@ -13,6 +13,7 @@ from conftest import (
     randomize_lora_b,
     token_batch,
 )
+from keras.ops import convert_to_numpy as to_numpy
 
 import lora_keras as lk
 from lora_keras import gpt2_surgery, injection
@@ -22,6 +23,9 @@ HIDDEN, LAYERS, FFN = (
     TINY_GPT2["num_layers"],
     TINY_GPT2["intermediate_dim"],
 )
+
+# Portable: CI runs these under JAX and torch too (`-m backends`).
+pytestmark = pytest.mark.backends
 
 
 def lora_weights_per_target(rank):
@@ -66,18 +70,18 @@ def test_every_target_count(tiny_backbone):
 
 def test_merged_unmerged_and_unwrapped_agree_and_differ_from_base(tiny_lm):
     x = token_batch()
-    base = tiny_lm(x).numpy()
+    base = to_numpy(tiny_lm(x))
     wrappers = lk.apply_lora(tiny_lm, rank=4, targets=("query", "value", "ffn_in"))
-    np.testing.assert_array_equal(tiny_lm(x), base)  # B is zero: a no-op
+    np.testing.assert_array_equal(to_numpy(tiny_lm(x)), base)  # B is zero: a no-op
     randomize_lora_b(wrappers)
-    unmerged = tiny_lm(x).numpy()
+    unmerged = to_numpy(tiny_lm(x))
     assert np.abs(unmerged - base).max() > 1e-3
     lk.merge_lora(tiny_lm)
-    merged = tiny_lm(x).numpy()
+    merged = to_numpy(tiny_lm(x))
     lk.unmerge_lora(tiny_lm)
-    np.testing.assert_allclose(tiny_lm(x), unmerged, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(tiny_lm(x)), unmerged, rtol=1e-5, atol=1e-5)
     lk.unwrap_lora(tiny_lm)
-    unwrapped = tiny_lm(x).numpy()
+    unwrapped = to_numpy(tiny_lm(x))
     np.testing.assert_allclose(merged, unmerged, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(unwrapped, unmerged, rtol=1e-5, atol=1e-5)
     assert type(tiny_lm.backbone) is keras_hub.models.GPT2Backbone
@@ -88,7 +92,7 @@ def test_merged_unmerged_and_unwrapped_agree_and_differ_from_base(tiny_lm):
 def test_fit_changes_only_lora_weights(tiny_lm):
     lk.apply_lora(tiny_lm, rank=4)
     lora_ids = {id(v) for v in tiny_lm.trainable_weights}
-    before = {id(v): v.numpy().copy() for v in tiny_lm.weights}
+    before = {id(v): to_numpy(v).copy() for v in tiny_lm.weights}
     tiny_lm.compile(
         optimizer=keras.optimizers.AdamW(1e-2),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -98,27 +102,27 @@ def test_fit_changes_only_lora_weights(tiny_lm):
     for variable in tiny_lm.weights:
         if id(variable) in lora_ids:
             # B moves on the first step; A once B is non-zero.
-            assert not np.array_equal(variable.numpy(), before[id(variable)]), variable.path
+            assert not np.array_equal(to_numpy(variable), before[id(variable)]), variable.path
         else:
-            np.testing.assert_array_equal(variable.numpy(), before[id(variable)], variable.path)
+            np.testing.assert_array_equal(to_numpy(variable), before[id(variable)], variable.path)
 
 
 def test_keras_round_trip_unmerged_and_merged(tiny_lm, tmp_path):
     x = token_batch()
     randomize_lora_b(lk.apply_lora(tiny_lm, rank=4))
-    expected = tiny_lm(x).numpy()
+    expected = to_numpy(tiny_lm(x))
     tiny_lm.save(tmp_path / "lora.keras")
     restored = keras.saving.load_model(tmp_path / "lora.keras")
-    np.testing.assert_allclose(restored(x), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(restored(x)), expected, rtol=1e-6, atol=1e-6)
     assert lk.trainable_summary(restored) == lk.trainable_summary(tiny_lm)
 
     lk.merge_lora(tiny_lm)
     tiny_lm.save(tmp_path / "merged.keras")
     restored = keras.saving.load_model(tmp_path / "merged.keras")
     assert all(layer.merged for layer in lk.lora_layers(restored).values())
-    np.testing.assert_allclose(restored(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(restored(x)), expected, rtol=1e-5, atol=1e-5)
     lk.unmerge_lora(restored)
-    np.testing.assert_allclose(restored(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(restored(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unwrapped_model_loads_without_lora_keras(tiny_lm, tmp_path):
@@ -127,12 +131,12 @@ def test_unwrapped_model_loads_without_lora_keras(tiny_lm, tmp_path):
     lk.unwrap_lora(tiny_lm)
     tiny_lm.save(tmp_path / "plain.keras")
     np.save(tmp_path / "x.npy", x["token_ids"])
-    np.save(tmp_path / "expected.npy", tiny_lm(x).numpy())
+    np.save(tmp_path / "expected.npy", to_numpy(tiny_lm(x)))
     script = f"""
 import sys, numpy as np, keras
 model = keras.saving.load_model({str(tmp_path / "plain.keras")!r})
 ids = np.load({str(tmp_path / "x.npy")!r})
-out = model({{"token_ids": ids, "padding_mask": np.ones_like(ids)}})
+out = keras.ops.convert_to_numpy(model({{"token_ids": ids, "padding_mask": np.ones_like(ids)}}))
 np.testing.assert_allclose(out, np.load({str(tmp_path / "expected.npy")!r}), rtol=1e-5, atol=1e-5)
 assert "lora_keras" not in sys.modules, "lora_keras was imported"
 print(type(model.backbone).__name__)
@@ -154,7 +158,7 @@ def test_mixed_precision_model_trains(tmp_path):
     x, y = next_token_dataset()
     history = lm.fit(x, y, epochs=2, batch_size=2, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
-    assert np.any(wrappers[0].lora_kernel_b.numpy() != 0.0)
+    assert np.any(to_numpy(wrappers[0].lora_kernel_b) != 0.0)
 
 
 def test_unknown_target_lists_valid_ones(tiny_backbone):
@@ -242,7 +246,7 @@ def test_merge_twice_is_refused(tiny_backbone):
 
 def test_renamed_kerashub_attribute_fails_clearly(tiny_backbone):
     attention = tiny_backbone.transformer_layers[0]._self_attention_layer
-    object.__delattr__(attention, "_value_dense")
+    delattr(attention, "_value_dense")
     with pytest.raises(RuntimeError, match="has no attribute '_self_attention_layer._value_dense'"):
         lk.apply_lora(tiny_backbone)
 
@@ -306,7 +310,7 @@ def test_compiled_functions_follow_apply_merge_unmerge_and_unwrap(tiny_lm):
 
     base = compiled()
     randomize_lora_b(lk.apply_lora(tiny_lm, rank=4))
-    eager = tiny_lm(x).numpy()
+    eager = to_numpy(tiny_lm(x))
     assert np.abs(eager - base).max() > 1e-3
     np.testing.assert_allclose(compiled(), eager, rtol=1e-5, atol=1e-5)
     lk.merge_lora(tiny_lm)

@@ -2,9 +2,13 @@ import keras
 import numpy as np
 import pytest
 from conftest import randomize_lora_b
+from keras.ops import convert_to_numpy as to_numpy
 from layer_test_case import run_layer_test
 
 import lora_keras as lk
+
+# Portable: CI runs these under JAX and torch too (`-m backends`).
+pytestmark = pytest.mark.backends
 
 
 def built_query(hidden=64, heads=4, head_dim=16, dtype=None):
@@ -78,32 +82,32 @@ def test_formula_matches_hand_written_einsum():
     original = built_query()
     layer = with_random_b(lk.LoraEinsumDense(original, rank=4, alpha=8.0))
     x = np.random.default_rng(1).normal(size=(2, 5, 64)).astype("float32")
-    kernel, bias = original.kernel.numpy(), original.bias.numpy()
-    a, b = layer.lora_kernel_a.numpy(), layer.lora_kernel_b.numpy()
+    kernel, bias = to_numpy(original.kernel), to_numpy(original.bias)
+    a, b = to_numpy(layer.lora_kernel_a), to_numpy(layer.lora_kernel_b)
     expected = (
         np.einsum("abc,cde->abde", x, kernel)
         + bias
         + (8.0 / 4) * np.einsum("abr,rde->abde", np.einsum("abc,cr->abr", x, a), b)
     )
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer(x)), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dense_formula_applies_activation_after_update():
     original = built_dense(units=32, activation="relu")
     layer = with_random_b(lk.LoraDense(original, rank=2, alpha=2.0))
     x = np.random.default_rng(2).normal(size=(3, 64)).astype("float32")
-    a, b = layer.lora_kernel_a.numpy(), layer.lora_kernel_b.numpy()
-    pre = x @ original.kernel.numpy() + original.bias.numpy() + (2.0 / 2) * (x @ a @ b)
-    np.testing.assert_allclose(layer(x), np.maximum(pre, 0.0), rtol=1e-5, atol=1e-5)
+    a, b = to_numpy(layer.lora_kernel_a), to_numpy(layer.lora_kernel_b)
+    pre = x @ to_numpy(original.kernel) + to_numpy(original.bias) + (2.0 / 2) * (x @ a @ b)
+    np.testing.assert_allclose(to_numpy(layer(x)), np.maximum(pre, 0.0), rtol=1e-5, atol=1e-5)
 
 
 def test_no_op_at_initialization():
     original = built_query()
     layer = lk.LoraEinsumDense(original, rank=4)
-    assert np.all(layer.lora_kernel_b.numpy() == 0.0)
-    assert np.any(layer.lora_kernel_a.numpy() != 0.0)
+    assert np.all(to_numpy(layer.lora_kernel_b) == 0.0)
+    assert np.any(to_numpy(layer.lora_kernel_a) != 0.0)
     x = np.random.default_rng(3).normal(size=(2, 5, 64)).astype("float32")
-    np.testing.assert_array_equal(layer(x), original(x))
+    np.testing.assert_array_equal(to_numpy(layer(x)), to_numpy(original(x)))
 
 
 @pytest.mark.parametrize("rslora, expected", [(False, 32.0 / 16), (True, 32.0 / 4)])
@@ -124,28 +128,28 @@ def test_dropout_only_on_lora_branch():
     assert lk.LoraDense(built_dense(), rank=2).dropout_layer is None
     layer = with_random_b(lk.LoraDense(built_dense(activation=None), rank=2, dropout=0.5))
     x = np.ones((4, 64), "float32")
-    base = layer.original_layer(x).numpy()
-    inference = layer(x, training=False).numpy()
-    training = layer(x, training=True).numpy()
+    base = to_numpy(layer.original_layer(x))
+    inference = to_numpy(layer(x, training=False))
+    training = to_numpy(layer(x, training=True))
     assert not np.allclose(training, inference)
     # The frozen path never sees dropout: with B zero again, training equals the base.
     layer.lora_kernel_b.assign(np.zeros(layer.lora_kernel_b.shape, "float32"))
-    np.testing.assert_allclose(layer(x, training=True), base, rtol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer(x, training=True)), base, rtol=1e-6)
 
 
 def test_merge_and_unmerge_are_exact_and_change_nothing():
     original = built_query()
     layer = with_random_b(lk.LoraEinsumDense(original, rank=4))
     x = np.random.default_rng(4).normal(size=(2, 5, 64)).astype("float32")
-    kernel_before = original.kernel.numpy().copy()
-    unmerged = layer(x).numpy()
+    kernel_before = to_numpy(original.kernel).copy()
+    unmerged = to_numpy(layer(x))
     layer.merge()
     assert layer.merged
-    assert not np.allclose(original.kernel.numpy(), kernel_before)
-    np.testing.assert_allclose(layer(x), unmerged, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(to_numpy(original.kernel), kernel_before)
+    np.testing.assert_allclose(to_numpy(layer(x)), unmerged, rtol=1e-5, atol=1e-5)
     layer.unmerge()
-    np.testing.assert_allclose(original.kernel.numpy(), kernel_before, rtol=0, atol=1e-6)
-    np.testing.assert_allclose(layer(x), unmerged, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(original.kernel), kernel_before, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(layer(x)), unmerged, rtol=1e-5, atol=1e-5)
 
 
 def test_merge_twice_and_unmerge_unmerged_are_refused():
@@ -165,7 +169,7 @@ def test_mixed_precision(policy):
     assert layer.compute_dtype == original.compute_dtype
     y = layer(np.ones((2, 5, 64), "float32"))
     assert keras.backend.standardize_dtype(y.dtype) == original.compute_dtype
-    assert np.all(np.isfinite(keras.ops.convert_to_numpy(keras.ops.cast(y, "float32"))))
+    assert np.all(np.isfinite(to_numpy(keras.ops.cast(y, "float32"))))
 
 
 @pytest.mark.parametrize(

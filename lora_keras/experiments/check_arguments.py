@@ -10,6 +10,7 @@ import math
 import numbers
 import os
 
+from lora_keras.backends import check_backend
 from lora_keras.experiments.train_one import MODES
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
 from lora_keras.targets import check_targets
@@ -104,9 +105,10 @@ def check_preset_and_weights(preset, weights):
         )
     if weights == "pretrained" and not os.path.isdir(preset):
         from lora_keras.models import pretrained_reachable
+        from lora_keras.models.preset_cache import cached_preset_folder
         from lora_keras.network import download_host
 
-        if not pretrained_reachable():
+        if not cached_preset_folder(preset) and not pretrained_reachable():
             host, port = download_host()
             raise ConnectionError(
                 f"{flag('weights')} 'pretrained': cannot reach {host}:{port}, where KerasHub "
@@ -142,6 +144,12 @@ def check_arguments(config):
         that cannot be had) naming the argument and its flag.
     """
     check_preset_and_weights(config["preset"], config["weights"])
+    check_backend(config.get("backend", "tensorflow"))
+    if config.get("data_parallel") and config.get("backend") == "torch":
+        raise ValueError(
+            f"{flag('data_parallel')} needs the jax or tensorflow backend: Keras's distribution "
+            "API has no torch data parallel. Use backend='jax' (--backend jax)."
+        )
     targets = check_targets(config["targets"])
     steps = check_integer("steps", config["steps"], 2, why=" (the first is timed apart)")
     batch_size = check_integer("batch_size", config["batch_size"], 1)

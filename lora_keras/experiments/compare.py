@@ -16,6 +16,7 @@ import time
 
 from lora_keras.experiments.check_arguments import check_arguments, check_preset_and_weights
 from lora_keras.experiments.isolated_run import run_isolated
+from lora_keras.experiments.quiet_logs import StartupNoiseFilter
 from lora_keras.io_utils import atomic_write_json
 from lora_keras.levers.options import OPTIONS, check_options, options_sweep_runs
 
@@ -29,6 +30,7 @@ def _say(message):
 def choose_weights(preset, weights):
     """`weights`, or for `None`: pretrained when the download host answers, else random."""
     from lora_keras.models import architectures, pretrained_reachable
+    from lora_keras.models.preset_cache import cached_preset_folder
 
     check_preset_and_weights(preset, weights)
     if weights is not None:
@@ -37,6 +39,8 @@ def choose_weights(preset, weights):
         return "random", f"{preset} has no pretrained weights"
     if os.path.isdir(preset):
         return "pretrained", "a local preset folder carries its weights"
+    if cached_preset_folder(preset):
+        return "pretrained", "kagglehub's cache already holds the preset"
     if pretrained_reachable():
         return "pretrained", "the KerasHub download host answered"
     return "random", "NO NETWORK: the KerasHub download host did not answer"
@@ -266,6 +270,8 @@ def compare(
     remat=False,
     chunked_loss=False,
     options_sweep=False,
+    backend="tensorflow",
+    data_parallel=False,
 ):
     """Trains each mode in a fresh process on the same data, seed and optimizer.
 
@@ -287,6 +293,12 @@ def compare(
             `lora_keras.levers.options.OPTIONS`).
         options_sweep: also train each mode once more per lever, that lever on alone
             (mixed precision as bfloat16), so the report shows each lever's effect.
+        verbose: 0 shows nothing of the runs, 1 (or True) their output without the runtimes'
+            start-up notices, 2 all of it. Each run's log keeps all of it.
+        backend: the Keras backend the runs train and measure under: "tensorflow", "jax" or
+            "torch" (this process's own backend does not matter).
+        data_parallel: train on every visible device with `lk.data_parallel()` (JAX or
+            TensorFlow); `batch_size` is the global batch.
 
     Returns:
         The results dict also written to `out/results.json`.
@@ -349,6 +361,7 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
         )
         for name, mode, rank, *own in runs
     ]
-    results = run_specs(specs, config, out, echo=verbose, timeout_s=timeout_s)
+    echo = {0: False, 1: StartupNoiseFilter()}.get(int(verbose), True)
+    results = run_specs(specs, config, out, echo=echo, timeout_s=timeout_s)
     results["folder"] = out
     return results

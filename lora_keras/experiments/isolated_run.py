@@ -73,13 +73,19 @@ def _kill(process):
 
 
 def _relay(stream, log_file, echo):
-    """Copies the child's output to the log (and the screen) until it closes."""
+    """Copies the child's output to the log and, through `echo` (if any), to the screen."""
     for chunk in iter(lambda: stream.read1(4096), b""):
         log_file.write(chunk)
         log_file.flush()
         if echo:
-            sys.stdout.write(chunk.decode("utf-8", errors="replace"))
-            sys.stdout.flush()
+            _show(echo(chunk))
+    if echo and hasattr(echo, "flush"):
+        _show(echo.flush())
+
+
+def _show(data):
+    sys.stdout.write(data.decode("utf-8", errors="replace"))
+    sys.stdout.flush()
 
 
 def run_isolated(spec, run_folder, echo=True, timeout_s=None):
@@ -88,7 +94,8 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
     Args:
         spec: a JSON-serializable dict for `lora_keras.experiments.train_one`.
         run_folder: where `<name>.spec.json`, `<name>.json` and `<name>.log` go.
-        echo: relay the child's output to this process's stdout.
+        echo: relay the child's output to this process's stdout: `True` all of it, `False`
+            none, or a callable that takes each chunk and returns what to show of it.
         timeout_s: kill the child after this many seconds (status "timeout").
 
     Returns:
@@ -103,6 +110,8 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
     atomic_write_json(spec_path, spec)
     command = [sys.executable, "-m", "lora_keras.experiments.run_child", spec_path, result_path]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
+    # The child measures under the spec's backend, whatever this process runs.
+    env["KERAS_BACKEND"] = spec.get("backend", "tensorflow")
     start = time.perf_counter()
     status = None
     with open(log_path, "wb") as log_file:
@@ -115,7 +124,8 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
             env=env,
             start_new_session=True,
         )
-        relay = threading.Thread(target=_relay, args=(process.stdout, log_file, echo))
+        show = (lambda chunk: chunk) if echo is True else echo
+        relay = threading.Thread(target=_relay, args=(process.stdout, log_file, show))
         relay.start()
         try:
             process.wait(timeout=timeout_s)

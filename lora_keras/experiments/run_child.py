@@ -4,6 +4,7 @@ Kept apart from `train_one` so that the package's `__init__` never imports the
 module that `-m` runs (which would run it twice).
 """
 
+import contextlib
 import json
 import sys
 
@@ -11,11 +12,30 @@ from lora_keras.experiments.train_one import train_one
 from lora_keras.io_utils import atomic_write_json
 
 
+def _data_parallel_scope(spec):
+    """`lk.data_parallel()` over every visible device when the spec asks for it."""
+    if not spec.get("data_parallel"):
+        return contextlib.nullcontext(), 1
+    from lora_keras.distribution import data_parallel, data_parallel_devices
+
+    devices = data_parallel_devices()
+    if spec["batch_size"] % len(devices):
+        raise ValueError(
+            f"batch_size={spec['batch_size']} cannot be split evenly over {len(devices)} "
+            "devices: give a global batch size that is a multiple of the number of devices."
+        )
+    return data_parallel(devices), len(devices)
+
+
 def main(argv=None):
     spec_path, result_path = argv or sys.argv[1:]
     with open(spec_path) as file:
         spec = json.load(file)
-    atomic_write_json(result_path, train_one(spec))
+    scope, devices = _data_parallel_scope(spec)
+    with scope:
+        record = train_one(spec)
+    record["data_parallel_devices"] = devices
+    atomic_write_json(result_path, record)
     return 0
 
 

@@ -25,6 +25,8 @@ def sweep(
     mixed_precision=None,
     remat=False,
     chunked_loss=False,
+    backend="tensorflow",
+    data_parallel=False,
 ):
     """Trains LoRA once per rank: trainable weights, peak memory, step time, final loss.
 

@@ -8,6 +8,7 @@ import keras_hub
 from lora_keras import network
 from lora_keras.data.embedded_corpus import embedded_corpus
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
+from lora_keras.models.preset_cache import cached_preset_folder
 from lora_keras.models.tokenizer import local_gpt2_tokenizer
 
 WEIGHTS = ("pretrained", "random")
@@ -44,6 +45,11 @@ def _download(preset, sequence_length, dtype):
             f"{preset!r} is this package's own architecture and has no pretrained weights. "
             f"Use load_gpt2({preset!r}, weights='random')."
         )
+    cached = cached_preset_folder(preset)
+    if cached is not None:
+        # What kagglehub would return for this versioned handle, without any network.
+        lm, _ = _from_folder(cached, "pretrained", sequence_length, dtype)
+        return lm, f"{preset} pretrained BPE from the kagglehub cache ({cached})"
     if not network.pretrained_reachable():
         host, port = network.download_host()
         raise ConnectionError(
@@ -88,12 +94,13 @@ def load_gpt2(preset, weights="pretrained", sequence_length=128, tokenizer_texts
         preset: a KerasHub GPT-2 preset (`gpt2_base_en`, `gpt2_medium_en`, `gpt2_large_en`,
             `gpt2_extra_large_en`), `gpt2_tiny`, or a folder (str or path) written by
             `lm.save_to_preset`.
-        weights: "pretrained" downloads the KerasHub preset (for a folder: the weights saved in
-            it). It first checks that the download host answers, and raises `ConnectionError`
-            within seconds when it does not. "random" builds the preset's exact architecture
-            (from `GPT2_ARCHITECTURES`) with no download, so its time and memory are the real
-            model's, with a byte-level BPE trained locally and cached on disk (a folder keeps
-            its own tokenizer).
+        weights: "pretrained" downloads the KerasHub preset, or loads it with no network when
+            kagglehub's cache already holds it (for a folder: the weights saved in it).
+            Otherwise it first checks that the download host answers, and raises
+            `ConnectionError` within seconds when it does not. "random" builds the preset's exact
+            architecture (from `GPT2_ARCHITECTURES`) with no download, so its time and memory
+            are the real model's, with a byte-level BPE trained locally and cached on disk (a
+            folder keeps its own tokenizer).
         sequence_length: int. Tokens per training sequence, at most the model's positions.
         tokenizer_texts: what the random-weights tokenizer trains on: an iterable of strings or
             a `tf.data.Dataset` of strings. `None` means the embedded corpus.
