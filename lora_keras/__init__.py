@@ -14,7 +14,14 @@ from lora_keras.injection import (
     unmerge_lora,
     unwrap_lora,
 )
-from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+from lora_keras.layers import (
+    BaseLoraLayer,
+    BaseNF4Layer,
+    LoraDense,
+    LoraEinsumDense,
+    NF4Dense,
+    NF4EinsumDense,
+)
 from lora_keras.measure import (
     LossHistory,
     MemoryCallback,
@@ -24,8 +31,12 @@ from lora_keras.measure import (
     explain_estimate,
     format_bytes,
     memory_probe,
+    stored_weight_bytes,
 )
 from lora_keras.models import GPT2_ARCHITECTURES, KNOWN_PRESETS, load_gpt2, pretrained_reachable
+from lora_keras.quant import NF4_VALUES, NF4Tensor, nf4_dequantize, nf4_quantize
+from lora_keras.quant.nf4_backbone import NF4GPT2Backbone, is_nf4_quantized
+from lora_keras.quant.quantize_model import dequantize_nf4, quantize_nf4
 from lora_keras.report import write_report
 from lora_keras.summary import format_trainable_summary, trainable_summary
 
@@ -34,17 +45,24 @@ __version__ = "0.1.0"
 __all__ = [
     "GPT2_ARCHITECTURES",
     "KNOWN_PRESETS",
+    "NF4_VALUES",
     "TARGETS",
     "BaseLoraLayer",
+    "BaseNF4Layer",
     "LoraDense",
     "LoraEinsumDense",
     "LoraGPT2Backbone",
     "LossHistory",
+    "NF4Dense",
+    "NF4EinsumDense",
+    "NF4GPT2Backbone",
+    "NF4Tensor",
     "MemoryCallback",
     "StepTimeCallback",
     "apply_lora",
     "choose_weights",
     "compare",
+    "dequantize_nf4",
     "describe_environment",
     "embedded_corpus",
     "estimate_for_model",
@@ -52,6 +70,7 @@ __all__ = [
     "explain_estimate",
     "format_bytes",
     "format_trainable_summary",
+    "is_nf4_quantized",
     "load_adapter",
     "load_gpt2",
     "load_texts",
@@ -59,9 +78,13 @@ __all__ = [
     "make_lm_datasets",
     "memory_probe",
     "merge_lora",
+    "nf4_dequantize",
+    "nf4_quantize",
     "preprocessor_detached",
     "pretrained_reachable",
+    "quantize_nf4",
     "save_adapter",
+    "stored_weight_bytes",
     "sweep",
     "trainable_summary",
     "tutorial_optimizer",

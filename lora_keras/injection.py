@@ -4,7 +4,8 @@ import keras
 import keras_hub
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense
+from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense, NF4EinsumDense
+from lora_keras.quant.nf4_backbone import backbone_from_config, nf4_config, refuse_if_nf4
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -26,13 +27,14 @@ class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
             **lora_settings(wrapped),
             "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
         }
+        config.update(nf4_config(self))  # NF4 kernels under LoRA (QLoRA), if any
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         lora = config.pop("lora")
-        backbone = keras_hub.models.GPT2Backbone.from_config(config)
+        backbone = backbone_from_config(config)
         apply_lora(
             backbone,
             rank=lora["rank"],
@@ -147,9 +149,8 @@ def apply_lora(
         for block in backbone.transformer_layers:
             for target in targets:
                 original = surgery.get_layer(block, target)
-                wrapper_class = (
-                    LoraEinsumDense if isinstance(original, keras.layers.EinsumDense) else LoraDense
-                )
+                einsum = (keras.layers.EinsumDense, NF4EinsumDense)
+                wrapper_class = LoraEinsumDense if isinstance(original, einsum) else LoraDense
                 was_trainable = original.trainable
                 wrapper = wrapper_class(
                     original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora
@@ -180,7 +181,12 @@ def _freeze_all_but_lora(backbone):
 
 
 def merge_lora(model):
-    """Folds every LoRA update into its frozen kernel: inference at the base cost."""
+    """Folds every LoRA update into its frozen kernel: inference at the base cost.
+
+    A QLoRA model (NF4 kernels) is refused: `lk.dequantize_nf4(model)` first gives a
+    float model, which merges.
+    """
+    refuse_if_nf4(model, "merge_lora")
     for layer in _require_lora(model, "merge").values():
         layer.merge()
     forget_traced_functions(model)
@@ -197,8 +203,10 @@ def unwrap_lora(model):
     """Merges LoRA, then puts the plain layers back: a plain KerasHub GPT-2.
 
     The result saves and loads as `.keras` with no `lora_keras` import, and
-    every weight is trainable again, as in a freshly loaded preset.
+    every weight is trainable again, as in a freshly loaded preset. A QLoRA
+    model (NF4 kernels) is refused: `lk.dequantize_nf4(model)` first.
     """
+    refuse_if_nf4(model, "unwrap_lora")
     backbone = surgery.find_backbone(model)
     wrapped = _require_lora(backbone, "unwrap")
     for index, block in enumerate(backbone.transformer_layers):
