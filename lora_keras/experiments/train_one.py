@@ -18,8 +18,15 @@ def _setup_lora(lm, spec):
     apply_lora(lm, rank=spec["rank"], alpha=spec["alpha"], targets=tuple(spec["targets"]))
 
 
+def _setup_qlora(lm, spec):
+    from lora_keras.quant.quantize_model import quantize_nf4
+
+    quantize_nf4(lm)  # QLoRA: NF4 block kernels (blocks of 64, double quantization)
+    _setup_lora(lm, spec)
+
+
 # A training mode is one more configuration of the same harness.
-MODES = {"full": _setup_full, "lora": _setup_lora}
+MODES = {"full": _setup_full, "lora": _setup_lora, "qlora": _setup_qlora}
 
 
 def _describe_data(source, texts):
@@ -62,6 +69,7 @@ def train_one(spec):
         StepTimeCallback,
         estimate_for_model,
         memory_probe,
+        stored_weight_bytes,
     )
     from lora_keras.models import load_gpt2
     from lora_keras.summary import trainable_summary
@@ -113,6 +121,7 @@ def train_one(spec):
         "error": None,
         "trainable_params": counts["trainable"],
         "total_params": counts["total"],
+        "stored_weight_bytes": stored_weight_bytes(lm),  # NF4 kernels at their packed size
         **timer.summary(),
         "peak_memory_bytes": memory.peak_bytes,
         "memory_source": memory.source,
