@@ -118,15 +118,15 @@ def estimate_training_memory(
     for name, value in sizes.items():
         if value < 1:
             raise ValueError(f"`{name}` must be a positive integer; got {value}.")
-    if not 0 <= nf4_params <= total_params - trainable_params:
-        raise ValueError(
-            f"`nf4_params` must be between 0 and the frozen weights "
-            f"({total_params - trainable_params}); got {nf4_params}."
-        )
     if not 0 <= trainable_params <= total_params:
         raise ValueError(
             f"`trainable_params` must be between 0 and `total_params` ({total_params}); "
             f"got {trainable_params}."
+        )
+    if not 0 <= nf4_params <= total_params - trainable_params:
+        raise ValueError(
+            f"`nf4_params` must be between 0 and the frozen weights "
+            f"({total_params - trainable_params}); got {nf4_params}."
         )
     if nf4_bits_per_weight is None:
         nf4_bits_per_weight = nf4_bits_per_weight_of()
