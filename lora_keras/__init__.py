@@ -35,7 +35,7 @@ from lora_keras.measure import (
 )
 from lora_keras.models import GPT2_ARCHITECTURES, KNOWN_PRESETS, load_gpt2, pretrained_reachable
 from lora_keras.quant import NF4_VALUES, NF4Tensor, nf4_dequantize, nf4_quantize
-from lora_keras.quant.nf4_backbone import NF4GPT2Backbone, is_nf4_quantized
+from lora_keras.quant.nf4_backbone import NF4GPT2Backbone, is_nf4_quantized, nf4_layers
 from lora_keras.quant.quantize_model import dequantize_nf4, quantize_nf4
 from lora_keras.report import write_report
 from lora_keras.summary import format_trainable_summary, trainable_summary
@@ -79,6 +79,7 @@ __all__ = [
     "memory_probe",
     "merge_lora",
     "nf4_dequantize",
+    "nf4_layers",
     "nf4_quantize",
     "preprocessor_detached",
     "pretrained_reachable",
