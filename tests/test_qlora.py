@@ -9,6 +9,7 @@ from keras import ops
 
 import lora_keras as lk
 from lora_keras import gpt2_surgery as surgery
+from lora_keras.experiments.train_one import MODES
 from lora_keras.quant.nf4 import stored_shapes
 
 NUM_BLOCKS = 2
@@ -258,6 +259,16 @@ def test_a_bad_block_size_changes_nothing():
     with pytest.raises(ValueError, match="block_size must be an even integer"):
         lk.quantize_nf4(lm, block_size=5)
     assert_same_layout(before, layout(lm))
+
+
+def test_the_qlora_mode_quantizes_then_applies_lora():
+    lm = make_tiny_lm()
+    MODES["qlora"](lm, {"rank": 2, "alpha": 16.0, "targets": ["query", "value"]})
+    assert lk.is_nf4_quantized(lm) and len(lk.nf4_layers(lm)) == NUM_BLOCKS * 6
+    assert sorted(lk.lora_layers(lm)) == [
+        f"transformer_layer_{i}/{t}" for i in range(NUM_BLOCKS) for t in ("query", "value")
+    ]
+    assert all(layer.rank == 2 for layer in lk.lora_layers(lm).values())
 
 
 def test_quantize_nf4_refuses_other_models():
