@@ -1,4 +1,6 @@
+import gc
 import math
+import weakref
 
 import keras
 import keras_hub
@@ -94,6 +96,21 @@ def test_quantize_nf4_stores_every_block_kernel_as_nf4():
     )
     assert lk.stored_weight_bytes(lm) == float_bytes - 4 * kernels + packed
     assert_close_not_equal(outputs(lm), reference)
+
+
+def test_the_float_kernels_are_freed_once_the_model_is_compiled_again():
+    lm = make_tiny_lm()
+    backbone = lm.backbone
+    floats = [
+        weakref.ref(surgery.get_layer(block, target).kernel)
+        for block in backbone.transformer_layers
+        for target in surgery.TARGETS
+    ]
+    lk.quantize_nf4(lm)
+    lk.apply_lora(lm, rank=2)
+    compiled(lm)
+    gc.collect()
+    assert [ref() for ref in floats] == [None] * len(floats)
 
 
 def test_estimate_knows_nf4_storage():

@@ -22,6 +22,10 @@ def quantize_nf4(model, block_size=64, double_quant=True):
     QLoRA paper. Then call `lk.apply_lora(model, ...)`: LoRA trains beside the
     frozen NF4 kernels, which are dequantized on the fly in the compute dtype.
 
+    Compile the model afterwards, as after `apply_lora`: a model compiled before
+    keeps the float layers referenced (Keras's compiled trainable state) until it
+    is compiled again, and their float kernels with them.
+
     A QLoRA model does not merge in place (the update is float, the kernel NF4):
     `lk.dequantize_nf4(model)` first gives a float model, LoRA kept, that merges.
 
