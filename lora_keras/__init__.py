@@ -1,44 +1,77 @@
 """LoRA and its family for KerasHub GPT-2, with honest time and memory measurements."""
 
-from lora_keras.adapters import load_adapter, save_adapter
-from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
-from lora_keras.experiments import compare, sweep, tutorial_optimizer
-from lora_keras.experiments.compare import choose_weights
-from lora_keras.experiments.environment import describe_environment
-from lora_keras.gpt2_surgery import TARGETS
-from lora_keras.injection import (
-    LoraGPT2Backbone,
-    apply_lora,
-    lora_layers,
-    merge_lora,
-    unmerge_lora,
-    unwrap_lora,
-)
-from lora_keras.layers import (
-    BaseLoraLayer,
-    BaseNF4Layer,
-    LoraDense,
-    LoraEinsumDense,
-    NF4Dense,
-    NF4EinsumDense,
-)
-from lora_keras.measure import (
-    LossHistory,
-    MemoryCallback,
-    StepTimeCallback,
-    estimate_for_model,
-    estimate_training_memory,
-    explain_estimate,
-    format_bytes,
-    memory_probe,
-    stored_weight_bytes,
-)
-from lora_keras.models import GPT2_ARCHITECTURES, KNOWN_PRESETS, load_gpt2, pretrained_reachable
-from lora_keras.quant import NF4_VALUES, NF4Tensor, nf4_dequantize, nf4_quantize
-from lora_keras.quant.nf4_backbone import NF4GPT2Backbone, is_nf4_quantized, nf4_layers
-from lora_keras.quant.quantize_model import dequantize_nf4, quantize_nf4
-from lora_keras.report import write_report
-from lora_keras.summary import format_trainable_summary, trainable_summary
+import sys
+
+from lora_keras.lazy import lazy_attributes
+
+# Every public name and the module it comes from, imported on first use: `import lora_keras`
+# and `lora-keras --help` then start no TensorFlow.
+_EXPORTS = {
+    "load_adapter": "lora_keras.adapters",
+    "save_adapter": "lora_keras.adapters",
+    "embedded_corpus": "lora_keras.data",
+    "load_texts": "lora_keras.data",
+    "make_lm_datasets": "lora_keras.data",
+    "preprocessor_detached": "lora_keras.data",
+    "compare": "lora_keras.experiments",
+    "sweep": "lora_keras.experiments",
+    "tutorial_optimizer": "lora_keras.experiments",
+    "choose_weights": "lora_keras.experiments.compare",
+    "describe_environment": "lora_keras.experiments.environment",
+    "TARGETS": "lora_keras.targets",
+    "LoraGPT2Backbone": "lora_keras.injection",
+    "apply_lora": "lora_keras.injection",
+    "lora_layers": "lora_keras.injection",
+    "merge_lora": "lora_keras.injection",
+    "unmerge_lora": "lora_keras.injection",
+    "unwrap_lora": "lora_keras.injection",
+    "BaseDoraLayer": "lora_keras.layers",
+    "BaseLoraLayer": "lora_keras.layers",
+    "DoraDense": "lora_keras.layers",
+    "DoraEinsumDense": "lora_keras.layers",
+    "LoraDense": "lora_keras.layers",
+    "LoraEinsumDense": "lora_keras.layers",
+    "MixDoraFeedForward": "lora_keras.layers",
+    "MixLoraFeedForward": "lora_keras.layers",
+    "LossHistory": "lora_keras.measure",
+    "MemoryCallback": "lora_keras.measure",
+    "StepTimeCallback": "lora_keras.measure",
+    "estimate_for_model": "lora_keras.measure",
+    "estimate_training_memory": "lora_keras.measure",
+    "explain_estimate": "lora_keras.measure",
+    "format_bytes": "lora_keras.measure",
+    "memory_probe": "lora_keras.measure",
+    "BaseNF4Layer": "lora_keras.layers",
+    "NF4Dense": "lora_keras.layers",
+    "NF4EinsumDense": "lora_keras.layers",
+    "stored_weight_bytes": "lora_keras.measure",
+    "NF4_VALUES": "lora_keras.quant",
+    "NF4Tensor": "lora_keras.quant",
+    "nf4_dequantize": "lora_keras.quant",
+    "nf4_quantize": "lora_keras.quant",
+    "NF4GPT2Backbone": "lora_keras.quant.nf4_backbone",
+    "is_nf4_quantized": "lora_keras.quant.nf4_backbone",
+    "nf4_layers": "lora_keras.quant.nf4_backbone",
+    "dequantize_nf4": "lora_keras.quant.quantize_model",
+    "quantize_nf4": "lora_keras.quant.quantize_model",
+    "MixLoraGPT2Backbone": "lora_keras.mixlora",
+    "apply_mixlora": "lora_keras.mixlora",
+    "expert_loads": "lora_keras.mixlora",
+    "mixlora_layers": "lora_keras.mixlora",
+    "GPT2_ARCHITECTURES": "lora_keras.models",
+    "KNOWN_PRESETS": "lora_keras.models",
+    "load_gpt2": "lora_keras.models",
+    "pretrained_reachable": "lora_keras.models",
+    "write_report": "lora_keras.report",
+    "format_trainable_summary": "lora_keras.summary",
+    "trainable_summary": "lora_keras.summary",
+}
+__getattr__, __dir__ = lazy_attributes(globals(), _EXPORTS)
+
+if "keras" in sys.modules:
+    # Keras already runs here, so registering the LoRA classes costs nothing, and
+    # `keras.saving.load_model` finds them in a `.keras` file without any lora_keras call first.
+    import lora_keras.injection  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -58,8 +91,12 @@ __all__ = [
     "NF4GPT2Backbone",
     "NF4Tensor",
     "MemoryCallback",
+    "MixDoraFeedForward",
+    "MixLoraFeedForward",
+    "MixLoraGPT2Backbone",
     "StepTimeCallback",
     "apply_lora",
+    "apply_mixlora",
     "choose_weights",
     "compare",
     "dequantize_nf4",
@@ -67,6 +104,7 @@ __all__ = [
     "embedded_corpus",
     "estimate_for_model",
     "estimate_training_memory",
+    "expert_loads",
     "explain_estimate",
     "format_bytes",
     "format_trainable_summary",
@@ -77,6 +115,7 @@ __all__ = [
     "lora_layers",
     "make_lm_datasets",
     "memory_probe",
+    "mixlora_layers",
     "merge_lora",
     "nf4_dequantize",
     "nf4_layers",

@@ -2,16 +2,23 @@
 
 import io
 import json
+import os
 
 import h5py
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import apply_lora, lora_layers, lora_settings
+from lora_keras.injection import VARIANTS, apply_lora, lora_layers, lora_settings
 from lora_keras.io_utils import atomic_write_bytes
+from lora_keras.mixlora import mixlora_layers
+from lora_keras.mixlora_adapter import check_mixture, load_mixture, read_mixture, write_mixture
 
 ADAPTER_FORMAT = "lora_keras.adapter"
-ADAPTER_VERSION = 1
+# Version 2 names the variant that wrote the file (DoRA files also hold magnitudes), so a
+# lora_keras that reads version 1 refuses a DoRA file instead of loading it as LoRA.
+ADAPTER_VERSION = 2
+# Version 1 files hold LoRA factors only, written before variants existed.
+_READABLE_VERSIONS = {1: "lora", 2: None}
 _ARCHITECTURE_FIELDS = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
 
 
@@ -22,9 +29,10 @@ def _architecture(backbone):
 def save_adapter(model, path):
     """Writes the LoRA weights of `model` to an HDF5 file, whole or not at all.
 
-    Each layer's `lora_kernel_a` and `lora_kernel_b` are stored under its path
-    (`transformer_layer_0/query/...`), not its position, next to the settings
-    (rank, alpha, targets, scaling rule) and the architecture, so that
+    Each layer's `lora_kernel_a` and `lora_kernel_b` (and a DoRA layer's
+    `magnitude`) are stored under its path (`transformer_layer_0/query/...`), not
+    its position, next to the settings (rank, alpha, targets, scaling rule,
+    variant) and the architecture, so that
     `load_adapter` can refuse a file that does not fit. A merged model saves
     the same adapter as an unmerged one.
 
@@ -33,44 +41,71 @@ def save_adapter(model, path):
         path: where to write, conventionally `name.lora.h5`.
     """
     wrapped = lora_layers(model)
-    if not wrapped:
-        raise ValueError("Cannot save an adapter: this model has no LoRA layers.")
+    mixture = mixlora_layers(model)
+    if not wrapped and not mixture:
+        raise ValueError("Cannot save an adapter: this model has no LoRA or MixLoRA layers.")
     backbone = surgery.find_backbone(model)
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as file:
         file.attrs["format"] = ADAPTER_FORMAT
         file.attrs["version"] = ADAPTER_VERSION
-        file.attrs["settings"] = json.dumps(lora_settings(wrapped))
+        # null when the model has MixLoRA only
+        file.attrs["settings"] = json.dumps(lora_settings(wrapped) if wrapped else None)
         file.attrs["architecture"] = json.dumps(_architecture(backbone))
         for layer_path, layer in wrapped.items():
             group = file.create_group(layer_path)
             group.attrs["kernel_shape"] = tuple(layer.original_layer.kernel.shape)
-            group["lora_kernel_a"] = np.asarray(layer.lora_kernel_a.numpy())
-            group["lora_kernel_b"] = np.asarray(layer.lora_kernel_b.numpy())
+            for name, variable in layer.adapter_weights().items():
+                group[name] = np.asarray(variable.numpy())
+        if mixture:
+            write_mixture(file, model)
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def _read(path):
-    """Returns `(settings, architecture, layers)`, `layers` keyed by layer path."""
+    """Returns `(settings, architecture, layers, mixture)`, `layers` keyed by layer path."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No adapter file at '{path}'.")
+    try:
+        return _read_hdf5(path)
+    except (OSError, KeyError, TypeError, json.JSONDecodeError) as error:
+        # h5py's own messages name neither the file nor what to do.
+        raise ValueError(
+            f"Cannot read '{path}' as an adapter file: it is damaged (truncated?) or not an "
+            f"HDF5 file ({type(error).__name__}: {error}). Save it again with `lk.save_adapter`."
+        ) from error
+
+
+def _read_hdf5(path):
     with h5py.File(path, "r") as file:
         if file.attrs.get("format") != ADAPTER_FORMAT:
             raise ValueError(f"'{path}' is not a lora_keras adapter file (no '{ADAPTER_FORMAT}').")
-        if file.attrs.get("version") != ADAPTER_VERSION:
+        version = file.attrs.get("version")
+        if version not in _READABLE_VERSIONS:
             raise ValueError(
-                f"'{path}' is a version {file.attrs.get('version')} adapter file; this "
-                f"lora_keras reads version {ADAPTER_VERSION}. Install the lora_keras that wrote it."
+                f"'{path}' is a version {version} adapter file; this lora_keras reads versions "
+                f"up to {ADAPTER_VERSION}. Install the lora_keras that wrote it."
             )
-        settings = json.loads(file.attrs["settings"])
+        settings = json.loads(file.attrs["settings"])  # None: the file holds MixLoRA only
+        if settings is not None:
+            settings.setdefault("variant", _READABLE_VERSIONS[version])
+        if settings is not None and settings["variant"] not in VARIANTS:
+            raise ValueError(
+                f"'{path}' holds a {settings['variant']!r} adapter; this lora_keras knows the "
+                f"variants {', '.join(VARIANTS)}. Install the lora_keras that wrote it."
+            )
         architecture = json.loads(file.attrs["architecture"])
         layers = {}
         for block_name, block in file.items():
+            if block_name == "mixlora":  # read by `read_mixture`
+                continue
             for target, group in block.items():
                 layers[f"{block_name}/{target}"] = {
                     "kernel_shape": tuple(int(d) for d in group.attrs["kernel_shape"]),
-                    "lora_kernel_a": group["lora_kernel_a"][()],
-                    "lora_kernel_b": group["lora_kernel_b"][()],
+                    "weights": {name: group[name][()] for name in group},
                 }
-    return settings, architecture, layers
+        mixture = read_mixture(file)
+    return settings, architecture, layers, mixture
 
 
 def _check_layers(settings, layers, model):
@@ -88,15 +123,31 @@ def _check_layers(settings, layers, model):
             f"The adapter file does not match its own settings: missing {missing}, unexpected "
             f"{unexpected}. The file is damaged or was not written by `lk.save_adapter`."
         )
+    names = sorted(VARIANTS[settings["variant"]][0].ADAPTER_WEIGHT_NAMES)
     for layer_path, stored in layers.items():
+        weights = stored["weights"]
+        if sorted(weights) != names:
+            raise ValueError(
+                f"The adapter file holds {sorted(weights)} for {layer_path}; a "
+                f"{settings['variant']!r} adapter holds {names}. The file is damaged or was not "
+                "written by `lk.save_adapter`."
+            )
         rank = settings["rank"]
-        shapes = (stored["lora_kernel_a"].shape[-1], stored["lora_kernel_b"].shape[0])
+        shapes = (weights["lora_kernel_a"].shape[-1], weights["lora_kernel_b"].shape[0])
         if stored["kernel_shape"] != expected[layer_path] or shapes != (rank, rank):
             raise ValueError(
                 f"Adapter of the wrong shape for {layer_path}: saved for a kernel of shape "
                 f"{stored['kernel_shape']} at rank {rank}, this model's kernel has shape "
                 f"{expected[layer_path]}."
             )
+        # What a variant adds to A and B (DoRA's magnitude) has one value per output unit.
+        output_dims = weights["lora_kernel_b"].shape[1:]
+        for name in sorted(set(weights) - {"lora_kernel_a", "lora_kernel_b"}):
+            if weights[name].shape != output_dims:
+                raise ValueError(
+                    f"Adapter of the wrong shape for {layer_path}: its {name} has shape "
+                    f"{weights[name].shape}, its B has output shape {output_dims}."
+                )
 
 
 def _check_architecture(architecture, model):
@@ -110,6 +161,12 @@ def _check_architecture(architecture, model):
 
 def _check_settings(settings, wrapped):
     current = lora_settings(wrapped)
+    if current["variant"] != settings["variant"]:
+        raise ValueError(
+            f"Wrong variant: the adapter was written by a {settings['variant']!r} model, this "
+            f"model's LoRA is {current['variant']!r}. Load it into a model without LoRA, or "
+            "unwrap first with `lk.unwrap_lora(model)`."
+        )
     if current["rank"] != settings["rank"]:
         raise ValueError(
             f"Wrong rank: the adapter has rank {settings['rank']}, this model's LoRA has rank "
@@ -139,11 +196,19 @@ def load_adapter(model, path):
         model: a KerasHub `GPT2CausalLM` or `GPT2Backbone`.
         path: an adapter file.
 
+    A file holding a MixLoRA mixture (routers and experts) puts it in place the
+    same way.
+
     Returns:
-        The adapter's settings (rank, alpha, dropout, rslora, targets).
+        The adapter's LoRA settings (rank, alpha, dropout, rslora, targets, variant),
+        and its MixLoRA settings under "mixlora" when it has a mixture.
     """
-    settings, architecture, layers = _read(path)
+    settings, architecture, layers, mixture = _read(path)
     _check_architecture(architecture, model)
+    if mixture is not None:
+        check_mixture(mixture, model)
+    if settings is None:  # MixLoRA only
+        return {"mixlora": load_mixture(mixture, model)}
     _check_layers(settings, layers, model)  # all checks before the model changes
     wrapped = lora_layers(model)
     if not wrapped:
@@ -154,8 +219,10 @@ def load_adapter(model, path):
         remerge = layer.merged
         if remerge:
             layer.unmerge()
-        layer.lora_kernel_a.assign(layers[layer_path]["lora_kernel_a"])
-        layer.lora_kernel_b.assign(layers[layer_path]["lora_kernel_b"])
+        for name, variable in layer.adapter_weights().items():
+            variable.assign(layers[layer_path]["weights"][name])
         if remerge:
             layer.merge()
+    if mixture is not None:
+        return {**settings, "mixlora": load_mixture(mixture, model)}
     return settings

@@ -10,7 +10,8 @@ them breaks one module, and `check_layout` says so in words instead of an
 import keras
 import keras_hub
 
-from lora_keras.layers import BaseLoraLayer, BaseNF4Layer
+from lora_keras.layers import BaseLoraLayer, BaseNF4Layer, MixLoraFeedForward
+from lora_keras.targets import TARGETS, check_targets  # noqa: F401  (used as surgery.check_targets)
 
 # target name -> (attribute of the block holding the layer, or None for the
 # block itself; attribute naming the layer)
@@ -22,7 +23,8 @@ TARGET_ATTRIBUTES = {
     "ffn_in": (None, "_feedforward_intermediate_dense"),
     "ffn_out": (None, "_feedforward_output_dense"),
 }
-TARGETS = tuple(TARGET_ATTRIBUTES)
+# The two Dense layers a MixLoRA block replaces together.
+FEEDFORWARD_TARGETS = ("ffn_in", "ffn_out")
 
 
 def find_backbone(model):
@@ -35,22 +37,6 @@ def find_backbone(model):
             "`lk.load_gpt2(...)` or `keras_hub.models.GPT2CausalLM.from_preset(...)`."
         )
     return backbone
-
-
-def check_targets(targets):
-    """Returns `targets` as a tuple after checking every name is known."""
-    if isinstance(targets, str):
-        targets = (targets,)
-    targets = tuple(targets)
-    unknown = [t for t in targets if t not in TARGET_ATTRIBUTES]
-    if unknown or not targets:
-        raise ValueError(
-            f"Unknown LoRA target(s) {unknown or list(targets)}. "
-            f"Valid targets: {', '.join(TARGETS)}."
-        )
-    if len(set(targets)) != len(targets):
-        raise ValueError(f"LoRA targets must not repeat, got {list(targets)}.")
-    return targets
 
 
 def _owner(block, target):
@@ -75,6 +61,9 @@ def check_layout(backbone):
                     "lora_keras/gpt2_surgery.py."
                 ) from error
             expected = (keras.layers.EinsumDense, keras.layers.Dense, BaseLoraLayer, BaseNF4Layer)
+            if target in FEEDFORWARD_TARGETS and get_mixture(block):
+                # `set_mixture` put the block at ffn_in and an Identity at ffn_out.
+                expected = (MixLoraFeedForward, keras.layers.Identity)
             if not isinstance(layer, expected):
                 raise RuntimeError(
                     f"Expected '{path}' of {type(block).__name__} to be an EinsumDense or "
@@ -107,3 +96,41 @@ def replace_sublayer(owner, layer_attribute, new_layer):
 def layer_path(block_index, target):
     """A stable key for one target layer, e.g. `transformer_layer_3/value`."""
     return f"transformer_layer_{block_index}/{target}"
+
+
+@keras.saving.register_keras_serializable(package="lora_keras")
+class MixtureTransformerDecoder(keras_hub.layers.TransformerDecoder):
+    """A `TransformerDecoder` that hands its padding mask to its MixLoRA block.
+
+    KerasHub's decoder calls the feed-forward layers with the hidden states
+    only, so a router there cannot tell padding from tokens; this subclass
+    (set by `set_mixture`) lends the mask to the block for the length of the
+    call, leaving KerasHub's own `call` to do everything else.
+    """
+
+    def call(self, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None, **kwargs):
+        with get_layer(self, "ffn_in").padding_mask_for_call(decoder_padding_mask):
+            return super().call(
+                decoder_sequence,
+                encoder_sequence,
+                decoder_padding_mask=decoder_padding_mask,
+                **kwargs,
+            )
+
+
+def get_mixture(block):
+    """The MixLoRA block of one transformer block, or None."""
+    layer = get_layer(block, "ffn_in")
+    return layer if isinstance(layer, MixLoraFeedForward) else None
+
+
+def set_mixture(block, mixture):
+    """Puts a MixLoRA `mixture` in place of the block's feed-forward `Dense` pair.
+
+    KerasHub calls `ffn_in` then `ffn_out`; the mixture computes both (its
+    experts need the activations before `ffn_out`), so it takes `ffn_in`'s
+    place and an `Identity` takes `ffn_out`'s.
+    """
+    set_layer(block, "ffn_in", mixture)
+    set_layer(block, "ffn_out", keras.layers.Identity(name="mixlora_identity"))
+    block.__class__ = MixtureTransformerDecoder

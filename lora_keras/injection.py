@@ -4,8 +4,21 @@ import keras
 import keras_hub
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.layers import BaseLoraLayer, LoraDense, LoraEinsumDense, NF4EinsumDense
+from lora_keras.layers import (
+    BaseLoraLayer,
+    DoraDense,
+    DoraEinsumDense,
+    LoraDense,
+    LoraEinsumDense,
+    NF4EinsumDense,
+)
 from lora_keras.quant.nf4_backbone import backbone_from_config, nf4_config, refuse_if_nf4
+
+# Each variant's wrappers: (for an EinsumDense, for a Dense). The one place a variant is chosen.
+VARIANTS = {
+    "lora": (LoraEinsumDense, LoraDense),
+    "dora": (DoraEinsumDense, DoraDense),
+}
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -23,18 +36,21 @@ class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
     def get_config(self):
         config = super().get_config()
         wrapped = lora_layers(self)
-        config["lora"] = {
-            **lora_settings(wrapped),
-            "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
-        }
+        if wrapped:  # a MixLoRA backbone (a subclass) may have no LoRA
+            config["lora"] = {
+                **lora_settings(wrapped),
+                "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
+            }
         config.update(nf4_config(self))  # NF4 kernels under LoRA (QLoRA), if any
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
-        lora = config.pop("lora")
+        lora = config.pop("lora", None)
         backbone = backbone_from_config(config)
+        if lora is None:
+            return backbone
         apply_lora(
             backbone,
             rank=lora["rank"],
@@ -42,6 +58,7 @@ class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
             targets=lora["targets"],
             dropout=lora["dropout"],
             rslora=lora["rslora"],
+            variant=lora.get("variant", "lora"),  # configs written before variants: LoRA
         )
         # The kernels that load next already hold the merged update.
         wrapped = lora_layers(backbone)
@@ -77,7 +94,7 @@ def forget_traced_functions(model):
 
 
 def lora_settings(wrapped):
-    """The settings shared by LoRA layers `{path: layer}`: rank, alpha, dropout, rslora, targets."""
+    """What LoRA layers `{path: layer}` share: rank, alpha, dropout, rslora, targets, variant."""
     first = next(iter(wrapped.values()))
     return {
         "rank": first.rank,
@@ -85,6 +102,7 @@ def lora_settings(wrapped):
         "dropout": first.dropout,
         "rslora": first.rslora,
         "targets": sorted({path.split("/")[1] for path in wrapped}, key=surgery.TARGETS.index),
+        "variant": first.variant,
     }
 
 
@@ -104,6 +122,7 @@ def apply_lora(
     targets=("query", "value"),
     dropout=0.0,
     rslora=False,
+    variant="lora",
 ):
     """Wraps the target projections of every transformer block with LoRA.
 
@@ -119,6 +138,8 @@ def apply_lora(
             "ffn_in", "ffn_out".
         dropout: float, dropout on the LoRA branch's input.
         rslora: bool, scale by `alpha / sqrt(rank)` instead.
+        variant: "lora", or "dora" (`lk.DoraEinsumDense`, `lk.DoraDense`: a
+            trainable magnitude per output unit, which trains with A and B).
 
     Returns:
         The list of wrapper layers inserted, block by block.
@@ -126,9 +147,19 @@ def apply_lora(
     backbone = surgery.find_backbone(model)
     surgery.check_layout(backbone)
     targets = surgery.check_targets(targets)
+    if variant not in VARIANTS:
+        raise ValueError(
+            f"Unknown LoRA variant {variant!r}. Known variants: {', '.join(VARIANTS)}."
+        )
     existing = lora_layers(backbone)
     for index, block in enumerate(backbone.transformer_layers):
         for target in targets:
+            if target in surgery.FEEDFORWARD_TARGETS and surgery.get_mixture(block):
+                raise ValueError(
+                    f"Cannot apply LoRA to {surgery.layer_path(index, target)}: the feed-forward "
+                    "block is a MixLoRA mixture whose experts already carry LoRA. Apply LoRA to "
+                    "attention targets only (query, key, value, attention_output)."
+                )
             if isinstance(surgery.get_layer(block, target), BaseLoraLayer):
                 raise ValueError(
                     f"LoRA is already applied to {surgery.layer_path(index, target)}. Apply "
@@ -137,7 +168,7 @@ def apply_lora(
     if existing:
         # One model, one set of settings: configs and adapter files record a single one.
         ours = {"rank": int(rank), "alpha": float(alpha), "dropout": float(dropout)}
-        ours["rslora"] = bool(rslora)
+        ours.update(rslora=bool(rslora), variant=variant)
         theirs = {key: lora_settings(existing)[key] for key in ours}
         if ours != theirs:
             raise ValueError(
@@ -145,12 +176,13 @@ def apply_lora(
                 f"settings, got {ours}. Or call `lk.unwrap_lora(model)` first."
             )
     planned = []
+    for_einsum, for_dense = VARIANTS[variant]
     try:
         for block in backbone.transformer_layers:
             for target in targets:
                 original = surgery.get_layer(block, target)
                 einsum = (keras.layers.EinsumDense, NF4EinsumDense)
-                wrapper_class = LoraEinsumDense if isinstance(original, einsum) else LoraDense
+                wrapper_class = for_einsum if isinstance(original, einsum) else for_dense
                 was_trainable = original.trainable
                 wrapper = wrapper_class(
                     original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora
@@ -165,7 +197,8 @@ def apply_lora(
         surgery.set_layer(block, target, wrapper)
     wrappers = [wrapper for _, _, wrapper, _ in planned]
     _freeze_all_but_lora(backbone)
-    backbone.__class__ = LoraGPT2Backbone
+    if not isinstance(backbone, LoraGPT2Backbone):  # a MixLoRA backbone stays one
+        backbone.__class__ = LoraGPT2Backbone
     forget_traced_functions(model)
     return wrappers
 
@@ -174,10 +207,24 @@ def _freeze_all_but_lora(backbone):
     lora_ids = {
         id(variable)
         for layer in lora_layers(backbone).values()
-        for variable in (layer.lora_kernel_a, layer.lora_kernel_b)
+        for variable in layer.adapter_weights().values()
     }
+    # A MixLoRA block's router and experts train too (`lk.apply_mixlora`).
+    for block in backbone.transformer_layers:
+        mixture = surgery.get_mixture(block)
+        lora_ids.update(id(v) for v in (mixture.adapter_weights if mixture else ()))
     for variable in backbone.weights:
         variable.trainable = id(variable) in lora_ids
+
+
+def _refuse_mixture(model, action):
+    if any(surgery.get_mixture(b) for b in surgery.find_backbone(model).transformer_layers):
+        raise ValueError(
+            f"Cannot {action} LoRA: this model has MixLoRA feed-forward blocks, and a routed "
+            "mixture has no single dense equivalent to fold into the frozen kernels (each "
+            "token uses its own experts). Save the adapter with `lk.save_adapter` instead, or "
+            "load the model again without MixLoRA."
+        )
 
 
 def merge_lora(model):
@@ -186,6 +233,7 @@ def merge_lora(model):
     A QLoRA model (NF4 kernels) is refused: `lk.dequantize_nf4(model)` first gives a
     float model, which merges.
     """
+    _refuse_mixture(model, "merge")
     refuse_if_nf4(model, "merge_lora")
     for layer in _require_lora(model, "merge").values():
         layer.merge()
@@ -208,6 +256,7 @@ def unwrap_lora(model):
     """
     refuse_if_nf4(model, "unwrap_lora")
     backbone = surgery.find_backbone(model)
+    _refuse_mixture(backbone, "unwrap")
     wrapped = _require_lora(backbone, "unwrap")
     for index, block in enumerate(backbone.transformer_layers):
         for target in surgery.TARGETS:

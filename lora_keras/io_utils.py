@@ -29,6 +29,10 @@ def atomic_write_bytes(path, data):
     temp_path = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     # `os.open` with an explicit mode lets the umask apply as for any new file (unlike
     # `tempfile`, which makes files only their owner can read); O_EXCL refuses to reuse a name.
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"Cannot write '{path}': the folder '{folder}' does not exist. Create it first."
+        )
     fd = os.open(temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as file:

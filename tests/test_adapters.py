@@ -29,6 +29,7 @@ def test_round_trip_into_a_fresh_plain_model(tmp_path):
         "dropout": 0.0,
         "rslora": False,
         "targets": ["query", "value"],
+        "variant": "lora",
     }
     np.testing.assert_allclose(fresh(x), expected, rtol=1e-6, atol=1e-6)
 
@@ -124,7 +125,9 @@ def test_not_an_adapter_file(tmp_path):
 
 
 def test_saving_a_model_without_lora_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="Cannot save an adapter: this model has no LoRA layers"):
+    with pytest.raises(
+        ValueError, match="Cannot save an adapter: this model has no LoRA or MixLoRA layers"
+    ):
         lk.save_adapter(make_tiny_backbone(), tmp_path / "a.lora.h5")
 
 
@@ -183,9 +186,9 @@ def test_adapter_of_the_wrong_shape(tmp_path):
 def test_adapter_of_another_version(tmp_path):
     saved = tmp_path / "a.lora.h5"
     lk.save_adapter(trained_lm(), saved)
-    newer = edited_copy(saved, tmp_path / "b.lora.h5", lambda f: f.attrs.__setitem__("version", 2))
+    newer = edited_copy(saved, tmp_path / "b.lora.h5", lambda f: f.attrs.__setitem__("version", 3))
     with pytest.raises(
-        ValueError, match="is a version 2 adapter file; this lora_keras reads version 1"
+        ValueError, match="is a version 3 adapter file; this lora_keras reads versions up to 2"
     ):
         lk.load_adapter(make_tiny_lm(), newer)
 
@@ -198,3 +201,34 @@ def test_wrong_scaling_rule(tmp_path):
         ValueError, match="Wrong scaling: the adapter was trained with rslora=False"
     ):
         lk.load_adapter(other, tmp_path / "a.lora.h5")
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"not an adapter at all", "truncated"],
+    ids=["not-hdf5", "truncated"],
+)
+def test_a_damaged_adapter_file_is_refused_with_its_path(tmp_path, content):
+    path = tmp_path / "bad.lora.h5"
+    if content == "truncated":
+        lk.save_adapter(trained_lm(), path)
+        path.write_bytes(path.read_bytes()[:1500])
+    else:
+        path.write_bytes(content)
+    lm = make_tiny_lm()
+    with pytest.raises(ValueError, match=f"Cannot read '{path}' as an adapter file: it is damaged"):
+        lk.load_adapter(lm, path)
+    assert lk.lora_layers(lm) == {}
+
+
+def test_a_missing_adapter_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"No adapter file at '{tmp_path / 'no.lora.h5'}'"):
+        lk.load_adapter(make_tiny_lm(), tmp_path / "no.lora.h5")
+
+
+def test_saving_into_a_missing_folder_names_the_folder(tmp_path):
+    path = tmp_path / "missing" / "a.lora.h5"
+    with pytest.raises(
+        FileNotFoundError, match=f"the folder '{tmp_path / 'missing'}' does not exist"
+    ):
+        lk.save_adapter(trained_lm(), path)

@@ -1,4 +1,9 @@
+import datetime
+import importlib
 import json
+import os
+import signal
+import types
 
 import matplotlib.image
 import pytest
@@ -136,7 +141,8 @@ def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
     [
         (1, "tensorflow.python.framework.errors_impl.ResourceExhaustedError: OOM when", "oom"),
         (1, "torch.OutOfMemoryError: CUDA out of memory", "oom"),
-        (-9, "", "oom"),
+        (-9, "", "killed"),
+        (-15, "", "killed"),
         (1, "ValueError: bad", "failed"),
     ],
 )
@@ -144,10 +150,11 @@ def test_failures_are_classified(returncode, tail, status):
     assert _classify_failure(returncode, tail) == status
 
 
-def test_an_existing_report_is_never_overwritten(tmp_path):
-    (tmp_path / "results.json").write_text("{}")
-    with pytest.raises(FileExistsError, match="already holds files .* Choose a new --out folder"):
-        new_results_folder(str(tmp_path), "compare")
+def test_an_existing_folder_is_never_reused_even_empty(tmp_path):
+    (tmp_path / "empty").mkdir()
+    for existing in (tmp_path, tmp_path / "empty"):
+        with pytest.raises(FileExistsError, match="already exists. Choose a new --out folder"):
+            new_results_folder(str(existing), "compare")
     assert new_results_folder(str(tmp_path / "new"), "compare") == str(tmp_path / "new")
 
 
@@ -161,17 +168,20 @@ def test_default_weights_follow_the_network(monkeypatch):
     assert choose_weights("gpt2_base_en", None)[0] == "pretrained"
     assert choose_weights("gpt2_tiny", None)[0] == "random"
     assert choose_weights("gpt2_base_en", "random") == ("random", "weights='random' as asked")
-    with pytest.raises(ValueError, match="weights must be 'pretrained' or 'random', got 'best'"):
+    with pytest.raises(ValueError, match="weights \\(--weights\\) must be 'pretrained' or 'ra"):
         choose_weights("gpt2_base_en", "best")
-    with pytest.raises(ValueError, match="Unknown preset 'gpt2_bsae_en'. Known presets: gpt2_tiny"):
+    with pytest.raises(ValueError, match="Unknown preset \\(--preset\\) 'gpt2_bsae_en'. Known"):
         choose_weights("gpt2_bsae_en", None)
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"modes": ("full", "qlora9")}, "Unknown mode\\(s\\) \\['qlora9'\\]. Known: full, lora"),
-        ({"steps": 1}, "steps must be at least 2 \\(the first is timed apart\\), got 1"),
+        (
+            {"modes": ("full", "qlora9")},
+            "Unknown mode\\(s\\) \\['qlora9'\\] in modes \\(--modes\\). Known: full, lora",
+        ),
+        ({"steps": 1}, "steps \\(--steps\\) must be at least 2, got 1"),
         ({"targets": ("query", "vaule")}, "Unknown LoRA target\\(s\\) \\['vaule'\\]"),
     ],
 )
@@ -182,7 +192,7 @@ def test_compare_refuses_bad_arguments(tmp_path, kwargs, message):
 
 
 def test_sweep_refuses_bad_ranks(tmp_path):
-    with pytest.raises(ValueError, match="ranks must be integers of at least 1, got \\[4, 0\\]"):
+    with pytest.raises(ValueError, match="ranks \\(--ranks\\) must be at least 1, got 0"):
         lk.sweep(ranks=(4, 0), preset="gpt2_tiny", out=str(tmp_path / "x"))
 
 
@@ -274,3 +284,92 @@ def test_the_tokenizer_is_trained_before_any_measured_run(tmp_path, monkeypatch)
     lm = lk.load_gpt2("gpt2_tiny", weights="random")
     assert str(folder) in lm.provenance["tokenizer"]
     assert len(list((cache / "tokenizers").iterdir())) == 1
+
+
+def test_default_folders_are_unique_even_in_the_same_second(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    monkeypatch.chdir(tmp_path)
+    suffixes = iter(["aaaa", "aaaa", "bbbb"])
+    monkeypatch.setattr(compare_module.secrets, "token_hex", lambda n: next(suffixes))
+    noon = datetime.datetime(2026, 11, 28, 12, 0, 0)
+    monkeypatch.setattr(
+        compare_module, "datetime", types.SimpleNamespace(datetime=FixedClock(noon))
+    )
+    first = new_results_folder(None, "compare")
+    second = new_results_folder(None, "compare")  # the same name is taken: it draws again
+    assert first == f"lora-keras-results/compare-20261128-120000-{os.getpid()}-aaaa"
+    assert second == f"lora-keras-results/compare-20261128-120000-{os.getpid()}-bbbb"
+    assert len(list((tmp_path / "lora-keras-results").iterdir())) == 2
+
+
+class FixedClock:
+    def __init__(self, moment):
+        self.moment = moment
+
+    def now(self, tz=None):
+        return self.moment
+
+
+def test_only_lora_family_runs_carry_a_rank(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    planned = []
+    monkeypatch.setattr(compare_module, "run_experiment", lambda c, runs, *a: planned.extend(runs))
+    lk.compare(preset="gpt2_tiny", modes=("full", "lora"), rank=4, out=str(tmp_path / "x"))
+    assert planned == [("full", "full", None), ("lora", "lora", 4)]
+
+
+def test_the_failure_text_is_the_python_error_without_logs_or_colours():
+    from lora_keras.experiments.isolated_run import _error_text
+
+    log = (
+        "\x1b[1m1/2\x1b[0m \x1b[32m━━━━\x1b[0m\r\x1b[1m2/2\x1b[0m loss: 3.1\n"
+        "I0000 00:00:1795876565.820238    5923 cudart_stub.cc:31] Could not find cuda drivers\n"
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "Traceback (most recent call last):\n"
+        '  File "train_one.py", line 3, in <module>\n'
+        "    fit()\n"
+        "    ^^^^^\n"
+        "ValueError: the texts are empty\n"
+    )
+    assert _error_text(1, log) == "ValueError: the texts are empty"
+    assert _error_text(-15, log) == "killed by signal 15 (SIGTERM); no Python error was raised"
+    assert _error_text(3, "I0000 00:00:17.1  5 x.cc:1] noise\nlast words\n") == (
+        "exit code 3: last words"
+    )
+
+
+def test_a_non_finite_loss_marks_the_run():
+    from lora_keras.experiments.train_one import _mark_non_finite_loss
+
+    record = {"status": "ok", "error": None, "loss": [3.0, float("nan"), float("nan")]}
+    _mark_non_finite_loss(record)
+    assert record["status"] == "non-finite loss"
+    assert record["error"].startswith("the training loss became nan at step 2: training diverged")
+    finite = {"status": "ok", "error": None, "loss": [3.0, 2.0]}
+    _mark_non_finite_loss(finite)
+    assert finite["status"] == "ok"
+
+
+def test_a_failed_start_leaves_no_folder(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+
+    def broken(*args):
+        raise RuntimeError("tokenizer training failed")
+
+    monkeypatch.setattr(compare_module, "warm_tokenizer_cache", broken)
+    with pytest.raises(RuntimeError, match="tokenizer training failed"):
+        lk.compare(preset="gpt2_tiny", weights="random", steps=2, out=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_sigterm_before_the_first_run_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    monkeypatch.setattr(
+        compare_module, "warm_tokenizer_cache", lambda *a: os.kill(os.getpid(), signal.SIGTERM)
+    )
+    argv = ["compare", "--preset", "gpt2_tiny", "--weights", "random", "--steps", "2"]
+    assert cli.main([*argv, "--out", str(tmp_path / "out")]) == cli.EXIT_INTERRUPTED
+    assert "interrupted by SIGTERM before any run started" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    # The handlers are put back once the comparison ends.
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL

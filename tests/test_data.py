@@ -83,7 +83,7 @@ def test_load_texts_reddit_tifu_offline_fails_at_once(monkeypatch):
     monkeypatch.setattr(load_texts_module, "host_reachable", lambda address: False)
     monkeypatch.setattr(tfds, "load", lambda *args, **kwargs: pytest.fail("tfds.load was called"))
     with pytest.raises(
-        RuntimeError,
+        ConnectionError,
         match="it is not downloaded yet and drive.google.com does not answer. With no network, "
         "use load_texts\\('embedded'\\)",
     ):

@@ -208,7 +208,7 @@ def test_a_wrapper_refused_midway_unfreezes_those_built_before(tiny_backbone, mo
         raise ValueError("refused for the test")
 
     # query's wrappers (LoraEinsumDense) are built, then ffn_in's (LoraDense) is refused.
-    monkeypatch.setattr(injection, "LoraDense", refuse)
+    monkeypatch.setitem(injection.VARIANTS, "lora", (injection.LoraEinsumDense, refuse))
     with pytest.raises(ValueError, match="refused for the test"):
         lk.apply_lora(tiny_backbone, targets=("query", "ffn_in"))
     assert lk.trainable_summary(tiny_backbone) == before
@@ -315,3 +315,50 @@ def test_compiled_functions_follow_apply_merge_unmerge_and_unwrap(tiny_lm):
     np.testing.assert_allclose(compiled(), eager, rtol=1e-5, atol=1e-5)
     lk.unwrap_lora(tiny_lm)
     np.testing.assert_allclose(compiled(), eager, rtol=1e-5, atol=1e-5)
+
+
+def test_fit_on_a_merged_model_says_to_unmerge(tiny_lm):
+    lk.apply_lora(tiny_lm, rank=4)
+    lk.merge_lora(tiny_lm)
+    tiny_lm.compile(
+        optimizer=keras.optimizers.AdamW(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = next_token_dataset()
+    before = [v.numpy().copy() for v in tiny_lm.weights]
+    with pytest.raises(ValueError, match="is merged: merged LoRA must be unmerged to train. Call"):
+        tiny_lm.fit(x, y, epochs=1, batch_size=2, verbose=0)
+    if keras.backend.backend() == "jax":
+        # Keras's JAX trainer detaches every variable's value before the first step is traced
+        # and cannot put them back when that step raises: the model must be loaded again.
+        return
+    for variable, value in zip(tiny_lm.weights, before, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), value)
+    # Inference on the merged model is what merging is for, and still runs.
+    assert tiny_lm.predict(x, verbose=0).shape == (2, 12, 97)
+    lk.unmerge_lora(tiny_lm)
+    tiny_lm.fit(x, y, epochs=1, batch_size=2, verbose=0)
+
+
+def test_a_bool_rank_is_refused_and_changes_nothing(tiny_backbone):
+    before = lk.trainable_summary(tiny_backbone)
+    with pytest.raises(
+        ValueError, match="LoRA rank must be an integer of at least 1, got rank=True"
+    ):
+        lk.apply_lora(tiny_backbone, rank=True)
+    assert lk.lora_layers(tiny_backbone) == {}
+    assert lk.trainable_summary(tiny_backbone) == before
+
+
+def test_a_lora_keras_file_loads_in_a_fresh_process_that_imports_keras_first(tiny_lm, tmp_path):
+    randomize_lora_b(lk.apply_lora(tiny_lm, rank=4))
+    tiny_lm.save(tmp_path / "lora.keras")
+    # `import lora_keras` is lazy; with Keras already imported it registers the LoRA classes.
+    script = f"""
+import keras, lora_keras
+model = keras.saving.load_model({str(tmp_path / "lora.keras")!r})
+print(type(model.backbone).__name__, len(lora_keras.lora_layers(model)))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split()[-2:] == ["LoraGPT2Backbone", str(2 * LAYERS)]

@@ -231,3 +231,12 @@ def test_local_tokenizer_is_trained_once_and_cached(tmp_path, monkeypatch):
     assert sorted(path.name for path in folder.iterdir()) == ["merges.txt", "vocabulary.json"]
     with pytest.raises(ValueError, match="Cannot train a tokenizer on no text"):
         local_gpt2_tokenizer([], 300)
+
+
+@pytest.mark.parametrize(
+    "length, message",
+    [(0, "sequence_length must be at least 1 token, got 0"), (True, "must be an integer")],
+)
+def test_a_bad_sequence_length_is_refused_before_any_build(length, message):
+    with pytest.raises(ValueError, match=message):
+        load_gpt2("gpt2_tiny", weights="random", sequence_length=length)

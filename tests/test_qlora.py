@@ -270,6 +270,21 @@ def test_keras_quantized_layers_are_refused():
     assert_same_layout(before, layout(lm))
 
 
+def test_nf4_and_mixlora_refuse_each_other():
+    lm = make_tiny_lm()
+    lk.apply_mixlora(lm, num_experts=2, top_k=1, rank=2)
+    before = layout(lm)
+    with pytest.raises(ValueError, match="MixLoRA feed-forward blocks.*NF4 under MixLoRA is not"):
+        lk.quantize_nf4(lm)
+    assert_same_layout(before, layout(lm))
+    lm = make_tiny_lm()
+    lk.quantize_nf4(lm)
+    before = layout(lm)
+    with pytest.raises(ValueError, match="stored as NF4 \\(QLoRA\\); MixLoRA's experts share"):
+        lk.apply_mixlora(lm, num_experts=2, top_k=1, rank=2)
+    assert_same_layout(before, layout(lm))
+
+
 def test_a_bad_block_size_changes_nothing():
     lm = make_tiny_lm()
     before = layout(lm)

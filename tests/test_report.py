@@ -204,3 +204,102 @@ def test_runtime_floor_is_shown_beside_the_estimate(tmp_path):
         f"with the estimate: {format_bytes(floor)}." in markdown
     )
     assert_real_png(tmp_path / "memory.png")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda data: data["runs"][0].update(step_time_s="fast"), "runs[0].step_time_s must be"),
+        (lambda data: data["runs"][1].update(loss=["a"]), "runs[1].loss must be a list of num"),
+        (lambda data: data["runs"][0].update(rank=True), "runs[0].rank must be an integer"),
+        (lambda data: data.update(config=[]), "config must be an object, got []"),
+        (lambda data: data.update(runs={}), "runs must be a list, got {}"),
+        (lambda data: data["runs"][0].update(status=None), "runs[0].status must be a text"),
+        (
+            lambda data: data["runs"][1]["samples"][0].update(text=3),
+            "runs[1].samples[0].text must be a text, got 3",
+        ),
+    ],
+)
+def test_a_hand_edited_wrong_type_is_named_and_nothing_is_written(tmp_path, change, message):
+    data = json.loads(json.dumps(COMPARE))
+    change(data)
+    write(tmp_path, data)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        write_report(tmp_path)
+    assert os.listdir(tmp_path) == ["results.json"]
+
+
+def test_no_runs_gives_a_sensible_title(tmp_path):
+    write(tmp_path, results("compare", []))
+    write_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith("# No runs on gpt2_base_en: results.json lists none\n")
+    assert "No runs were recorded: there is nothing to compare." in markdown
+
+
+def test_an_interrupted_comparison_says_what_is_missing_in_the_report_and_plots(tmp_path):
+    from lora_keras.report.plots import _missing_note
+
+    data = results(
+        "compare",
+        [
+            run("full", None, 1.38, 5_123_456_789, 124_439_808, 10.9),
+            failed("lora", 4, "interrupted", "stopped by SIGTERM after 3.0 s"),
+            {"mode": "lora", "rank": 8, "status": "not started"},
+        ],
+    )
+    data["interrupted"] = {"signal": "SIGTERM", "at": "2026-11-28T10:05:00Z"}
+    write(tmp_path, data)
+    write_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert (
+        "**Incomplete: this comparison was interrupted by SIGTERM at 2026-11-28T10:05:00Z.** "
+        "Missing results: lora r=4 (interrupted), lora r=8 (not started)." in markdown
+    )
+    assert "### lora r=4: interrupted" in markdown and "### lora r=8" not in markdown
+    assert (
+        _missing_note(data["runs"]) == "Not shown: lora r=4 (interrupted), lora r=8 (not started)"
+    )
+    assert_real_png(tmp_path / "step_time.png")
+
+
+def test_a_comparison_that_died_without_a_word_says_so(tmp_path):
+    data = results(
+        "compare",
+        [
+            run("full", None, 1.38, 5_123_456_789, 124_439_808, 10.9),
+            {"mode": "lora", "rank": 4, "status": "running"},
+        ],
+    )
+    write(tmp_path, data)
+    write_report(tmp_path)
+    markdown = (tmp_path / "report.md").read_text()
+    assert "has runs that did not finish: it is still running, or its process ended" in markdown
+    assert "Missing results: lora r=4 (running)." in markdown
+
+
+def test_a_full_disk_while_plotting_keeps_results_and_says_what_failed(tmp_path, monkeypatch):
+    import errno
+
+    from lora_keras import cli
+    from lora_keras.report import plots
+
+    write(tmp_path, COMPARE)
+    saved = (tmp_path / "results.json").read_bytes()
+    real_write = plots.atomic_write_bytes
+
+    def full_disk(path, data):
+        if path.endswith("loss.png"):
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        real_write(path, data)
+
+    monkeypatch.setattr(plots, "atomic_write_bytes", full_disk)
+    assert cli.main(["report", str(tmp_path)]) == cli.EXIT_REPORT_INCOMPLETE
+    markdown = (tmp_path / "report.md").read_text()
+    assert "## Plots not drawn\n\n- loss.png: could not be written: No space left on device" in (
+        markdown
+    )
+    assert "loss.png" not in embedded_images(markdown)
+    assert not (tmp_path / "loss.png").exists() and (tmp_path / "memory.png").exists()
+    assert (tmp_path / "results.json").read_bytes() == saved

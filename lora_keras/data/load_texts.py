@@ -4,9 +4,6 @@ import json
 import re
 from pathlib import Path
 
-import tensorflow as tf
-import tensorflow_datasets as tfds
-
 from lora_keras.data.embedded_corpus import embedded_corpus
 from lora_keras.network import host_reachable
 
@@ -17,14 +14,24 @@ REDDIT_TIFU_HOST = ("drive.google.com", 443)
 _BLANK_LINE = re.compile(r"\n[ \t\r]*\n")
 
 
+def _read_text(path):
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"Cannot read {path}: it is not UTF-8 text ({error.reason} at byte {error.start}). "
+            "Give a .txt or .jsonl file of text."
+        ) from error
+
+
 def _read_txt(path):
-    documents = (part.strip() for part in _BLANK_LINE.split(path.read_text(encoding="utf-8")))
+    documents = (part.strip() for part in _BLANK_LINE.split(_read_text(path)))
     return [document for document in documents if document]
 
 
 def _read_jsonl(path, text_field):
     documents = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:
@@ -39,7 +46,8 @@ def _read_jsonl(path, text_field):
         if text_field not in record:
             raise ValueError(
                 f"{path}, line {number}: no {text_field!r} field; its fields are "
-                f"{sorted(record)}. Name the text's field with text_field=..."
+                f"{sorted(record)}. Name the text's field with text_field=... (on the command "
+                "line: --text-field)."
             )
         text = record[text_field]
         if not isinstance(text, str):
@@ -91,41 +99,64 @@ def load_texts(source, split="train", text_field="text"):
     print(next(iter(texts)).numpy()[:60])
     ```
     """
+    import tensorflow as tf
+
     if source == "reddit_tifu":
-        # Offline, TFDS retries its download for minutes; a prepared copy needs no network.
-        if not tfds.builder("reddit_tifu").is_prepared() and not host_reachable(REDDIT_TIFU_HOST):
-            raise RuntimeError(
-                "Could not load TFDS reddit_tifu: it is not downloaded yet and "
-                f"{REDDIT_TIFU_HOST[0]} does not answer. With no network, use "
-                "load_texts('embedded') or a local .txt/.jsonl file."
-            )
-        try:
-            reddit = tfds.load("reddit_tifu", split=split, as_supervised=True)
-        except Exception as error:
-            # TFDS fails in many ways offline (DNS, HTTP, a half-written download); all of
-            # them mean the same thing to a user, and the cause stays chained below.
-            raise RuntimeError(
-                f"Could not load TFDS reddit_tifu ({type(error).__name__}: {error}). It "
-                "downloads on first use; with no network, use load_texts('embedded') or a "
-                "local .txt/.jsonl file."
-            ) from error
-        # `as_supervised` gives (document, title); the tutorial trains on the documents.
-        return reddit.map(lambda document, _: document)
+        return _load_reddit_tifu(split)
     if split != "train":
         raise ValueError(
             f"split={split!r} applies to TFDS sources; {source!r} has a single 'train' split. "
             "Hold out validation data with make_lm_datasets(..., validation_batches=...)."
         )
-    if source == "embedded":
-        documents = embedded_corpus()
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(
-                f"No such file or folder: {str(path)!r}. A source is 'embedded', "
-                "'reddit_tifu', or a path to a .txt or .jsonl file or a folder of them."
-            )
-        documents = (
-            _read_folder(path, text_field) if path.is_dir() else _read_file(path, text_field)
-        )
+    documents = read_documents(source, text_field)
     return tf.data.Dataset.from_tensor_slices(tf.constant(documents, dtype=tf.string))
+
+
+def read_documents(source, text_field="text"):
+    """The documents of "embedded" or a path, as a list of strings; no TensorFlow needed.
+
+    `lk.compare` reads them before any run starts, so that a bad file is refused at once.
+    """
+    if source == "embedded":
+        return embedded_corpus()
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"No such file or folder: {str(path)!r}. A source is 'embedded', "
+            "'reddit_tifu', or a path to a .txt or .jsonl file or a folder of them."
+        )
+    return _read_folder(path, text_field) if path.is_dir() else _read_file(path, text_field)
+
+
+def check_reddit_tifu_available():
+    """Raises `ConnectionError` at once when reddit_tifu is neither downloaded nor downloadable."""
+    # The host first: asking TFDS whether it is prepared imports TensorFlow (seconds).
+    if host_reachable(REDDIT_TIFU_HOST):
+        return
+    import tensorflow_datasets as tfds
+
+    # Offline, TFDS retries its download for minutes; a prepared copy needs no network.
+    if not tfds.builder("reddit_tifu").is_prepared():
+        raise ConnectionError(
+            "Could not load TFDS reddit_tifu: it is not downloaded yet and "
+            f"{REDDIT_TIFU_HOST[0]} does not answer. With no network, use "
+            "load_texts('embedded') (--data embedded) or a local .txt/.jsonl file."
+        )
+
+
+def _load_reddit_tifu(split):
+    import tensorflow_datasets as tfds
+
+    check_reddit_tifu_available()
+    try:
+        reddit = tfds.load("reddit_tifu", split=split, as_supervised=True)
+    except Exception as error:
+        # TFDS fails in many ways offline (DNS, HTTP, a half-written download); all of
+        # them mean the same thing to a user, and the cause stays chained below.
+        raise RuntimeError(
+            f"Could not load TFDS reddit_tifu ({type(error).__name__}: {error}). It "
+            "downloads on first use; with no network, use load_texts('embedded') or a "
+            "local .txt/.jsonl file."
+        ) from error
+    # `as_supervised` gives (document, title); the tutorial trains on the documents.
+    return reddit.map(lambda document, _: document)

@@ -5,13 +5,17 @@ map the GPU's memory, so that a notebook calling `compare` leaves the
 accelerator to the children that measure.
 """
 
+import contextlib
 import datetime
 import os
+import secrets
+import signal
 import sys
+import threading
+import time
 
+from lora_keras.experiments.check_arguments import check_arguments, check_preset_and_weights
 from lora_keras.experiments.isolated_run import run_isolated
-from lora_keras.experiments.train_one import MODES
-from lora_keras.gpt2_surgery import check_targets
 from lora_keras.io_utils import atomic_write_json
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
@@ -23,16 +27,10 @@ def _say(message):
 
 def choose_weights(preset, weights):
     """`weights`, or for `None`: pretrained when the download host answers, else random."""
-    from lora_keras.models import KNOWN_PRESETS, architectures, pretrained_reachable
+    from lora_keras.models import architectures, pretrained_reachable
 
-    if not (os.path.isdir(preset) or preset in KNOWN_PRESETS):
-        raise ValueError(
-            f"Unknown preset {preset!r}. Known presets: {', '.join(KNOWN_PRESETS)}; or give the "
-            "path of a folder written by `save_to_preset`."
-        )
+    check_preset_and_weights(preset, weights)
     if weights is not None:
-        if weights not in ("pretrained", "random"):
-            raise ValueError(f"weights must be 'pretrained' or 'random', got '{weights}'.")
         return weights, f"weights='{weights}' as asked"
     if preset in architectures.BUILTIN_PRESETS:
         return "random", f"{preset} has no pretrained weights"
@@ -64,7 +62,7 @@ def keep_this_process_off_the_gpu():
             return
 
 
-def warm_tokenizer_cache(preset, weights, data):
+def warm_tokenizer_cache(preset, weights, data, text_field="text"):
     """Trains the tokenizer of a random-weights run here, once, so no measured run pays for it.
 
     Every run would otherwise find it cached but the first, whose time and (on a CPU,
@@ -76,51 +74,152 @@ def warm_tokenizer_cache(preset, weights, data):
     from lora_keras.models import GPT2_ARCHITECTURES
     from lora_keras.models.tokenizer import local_gpt2_tokenizer
 
-    local_gpt2_tokenizer(load_texts(data), GPT2_ARCHITECTURES[preset]["vocabulary_size"])
+    local_gpt2_tokenizer(
+        load_texts(data, text_field=text_field), GPT2_ARCHITECTURES[preset]["vocabulary_size"]
+    )
 
 
 def new_results_folder(out, kind):
-    """Creates a fresh folder; an existing non-empty one is refused, never overwritten."""
-    if out is None:
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = os.path.join(DEFAULT_RESULTS_ROOT, f"{kind}-{stamp}")
-    if os.path.isdir(out) and os.listdir(out):
-        raise FileExistsError(
-            f"'{out}' already holds files (an earlier report?). Choose a new --out folder; "
-            "lora-keras never overwrites a report."
-        )
-    os.makedirs(out, exist_ok=True)
-    return out
+    """Creates a new folder, exclusively: one that exists (even empty) is never reused.
+
+    The default name adds this process's id and a random suffix to the time, so that two
+    comparisons started in the same second (two terminals, a notebook, a workshop's shared
+    folder) never share a folder or a run's files.
+    """
+    for _ in range(100):
+        if out is None:
+            stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+            name = f"{kind}-{stamp}-{os.getpid()}-{secrets.token_hex(2)}"
+            folder = os.path.join(DEFAULT_RESULTS_ROOT, name)
+        else:
+            folder = os.fspath(out)
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(folder)), exist_ok=True)
+            os.mkdir(folder)  # exclusive: fails if the folder exists, whoever made it
+            return folder
+        except FileExistsError as error:
+            if out is not None and os.path.isdir(folder):
+                raise FileExistsError(
+                    f"'{folder}' already exists. Choose a new --out folder (out=...); "
+                    "lora-keras never writes into an existing folder, so a report holds only "
+                    "its own runs."
+                ) from error
+            if out is not None:
+                raise _unwritable(folder, error) from error
+        except OSError as error:
+            raise _unwritable(folder, error) from error
+    raise FileExistsError(f"Could not find a free folder name under {DEFAULT_RESULTS_ROOT}.")
+
+
+def _unwritable(folder, error):
+    return ValueError(
+        f"Cannot create the results folder '{folder}': {error.strerror}. Choose a writable "
+        "place with --out (out=...)."
+    )
+
+
+class Interrupted(KeyboardInterrupt):
+    """A comparison stopped by Ctrl-C, SIGTERM or SIGHUP, after saving what had finished.
+
+    Attributes:
+        signal_name: "SIGINT", "SIGTERM" or "SIGHUP".
+        folder: where results.json and report.md were written.
+    """
+
+    def __init__(self, signal_name, folder=None):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+        self.folder = folder
+
+
+_STOP_SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """Turns Ctrl-C, SIGTERM and SIGHUP into `Interrupted` for a block, in the main thread.
+
+    Elsewhere (a worker thread) signals cannot be caught and Ctrl-C stays a KeyboardInterrupt.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Interrupted(signal.Signals(signum).name)
+
+    numbers = [getattr(signal, name) for name in _STOP_SIGNALS if hasattr(signal, name)]
+    previous = {number: signal.signal(number, stop) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _placeholder(spec, status):
+    return {"name": spec["name"], "mode": spec["mode"], "rank": spec.get("rank"), "status": status}
 
 
 def run_specs(specs, config, out, echo=True, timeout_s=None):
-    """Runs each spec in its own process, saving results.json after every run.
+    """Runs each spec in its own process, saving results.json before and after every run.
 
-    A run that fails is recorded with its status and error and the others go
-    on; an interrupted comparison keeps every run that finished.
+    A run that fails is recorded with its status and error and the others go on. Every
+    planned run is listed from the start ("not started", then "running"), so a comparison
+    that dies says which runs it lacks; Ctrl-C, SIGTERM and SIGHUP stop the running child,
+    mark it "interrupted", write the report of what finished and raise `Interrupted`.
     """
     from lora_keras.report import write_report
 
     results = {"schema_version": 1, "created": _now(), "environment": {}, "config": config}
-    results["runs"] = []
+    results["runs"] = [_placeholder(spec, "not started") for spec in specs]
     results_path = os.path.join(out, "results.json")
-    for index, spec in enumerate(specs, start=1):
-        _say(
-            f"\n[{index}/{len(specs)}] {spec['name']}: {spec['steps']} steps, "
-            f"batch {spec['batch_size']} x {spec['sequence_length']} tokens"
-        )
-        record = run_isolated(spec, os.path.join(out, "runs"), echo=echo, timeout_s=timeout_s)
-        record.setdefault("name", spec["name"])
-        if record["status"] == "ok" and not results["environment"]:
-            results["environment"] = _environment(record)
-        results["runs"].append(record)
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    atomic_write_json(results_path, results)
+    try:
+        with stop_on_signals():
+            for index, spec in enumerate(specs):
+                _run_one(results, index, spec, out, echo, timeout_s)
+                atomic_write_json(results_path, results)
+    except KeyboardInterrupt as error:
+        signal_name = getattr(error, "signal_name", "SIGINT")
+        results["interrupted"] = {"signal": signal_name, "at": _now()}
         atomic_write_json(results_path, results)
-        _say(
-            f"[{index}/{len(specs)}] {spec['name']}: {record['status']}"
-            + (f" ({record['error']})" if record.get("error") else "")
-        )
+        # Written before anything is printed: after SIGHUP the terminal may be gone.
+        write_report(out)
+        _say(f"\ninterrupted by {signal_name}: {out}/report.md holds the runs that finished")
+        raise Interrupted(signal_name, out) from error
     write_report(out)
     return results
+
+
+def _run_one(results, index, spec, out, echo, timeout_s):
+    count = len(results["runs"])
+    _say(
+        f"\n[{index + 1}/{count}] {spec['name']}: {spec['steps']} steps, "
+        f"batch {spec['batch_size']} x {spec['sequence_length']} tokens"
+    )
+    results["runs"][index] = _placeholder(spec, "running")
+    atomic_write_json(os.path.join(out, "results.json"), results)
+    start = time.perf_counter()
+    try:
+        record = run_isolated(spec, os.path.join(out, "runs"), echo=echo, timeout_s=timeout_s)
+    except KeyboardInterrupt as error:
+        signal_name = getattr(error, "signal_name", "SIGINT")
+        results["runs"][index] = dict(
+            _placeholder(spec, "interrupted"),
+            error=f"stopped by {signal_name} after {time.perf_counter() - start:.1f} s",
+            log=f"{spec['name']}.log",
+        )
+        raise
+    record.setdefault("name", spec["name"])
+    if record["status"] == "ok" and not results["environment"]:
+        results["environment"] = _environment(record)
+    results["runs"][index] = record
+    _say(
+        f"[{index + 1}/{count}] {spec['name']}: {record['status']}"
+        + (f" ({record['error']})" if record.get("error") else "")
+    )
 
 
 def _now():
@@ -155,10 +254,12 @@ def compare(
     learning_rate=5e-5,
     seed=0,
     out=None,
+    mixlora=None,
     sample_prompts=(),
     sample_length=64,
     timeout_s=None,
     verbose=True,
+    text_field="text",
 ):
     """Trains each mode in a fresh process on the same data, seed and optimizer.
 
@@ -170,18 +271,28 @@ def compare(
         modes: training modes among `lora_keras.experiments.train_one.MODES`.
         steps: training steps per mode (the first is reported apart).
         out: a new folder for results.json, report.md and the plots.
+        mixlora: for mode "mixlora", `apply_mixlora` settings that replace
+            `lora_keras.mixlora.MIXLORA_DEFAULTS` (8 experts, top-2, rank 8).
         sample_prompts: prompts to generate from after training (timed).
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
+        text_field: the field of a `.jsonl` record that holds its text.
 
     Returns:
         The results dict also written to `out/results.json`.
+
+    Raises:
+        ValueError (and FileNotFoundError, ConnectionError for data or weights that cannot be
+            had): a bad argument, before any folder, process or model exists.
+        Interrupted: Ctrl-C, SIGTERM or SIGHUP; results.json and report.md hold what finished.
     """
+    if "mixlora" in modes:  # results.json records the settings used, defaults included
+        from lora_keras.mixlora import MIXLORA_DEFAULTS
+
+        mixlora = {**MIXLORA_DEFAULTS, **(mixlora or {})}
     config = dict(locals(), kind="compare", modes=list(modes), targets=list(targets), ranks=None)
-    unknown = [mode for mode in modes if mode not in MODES]
-    if unknown or not modes:
-        raise ValueError(f"Unknown mode(s) {unknown or list(modes)}. Known: {', '.join(MODES)}.")
-    runs = [(mode, mode, rank) for mode in modes]
+    # Only the LoRA family has a rank; a full run (failed or not) is labelled without one.
+    runs = [(mode, mode, None if mode == "full" else rank) for mode in modes]
     return run_experiment(config, runs, list(sample_prompts), timeout_s, verbose)
 
 
@@ -197,17 +308,18 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
         runs: `(name, mode, rank)` for each run, in order.
         sample_prompts, timeout_s, verbose: as in `compare`.
     """
-    if config["steps"] < 2:
-        raise ValueError(
-            f"steps must be at least 2 (the first is timed apart), got {config['steps']}."
-        )
-    # Checked here, before any process starts, not in each child after its model is built.
-    check_targets(config["targets"])
+    # Checked here, before any folder or process exists, not in each child after its build.
+    check_arguments(config)
     weights, why = choose_weights(config["preset"], config["weights"])
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])
     keep_this_process_off_the_gpu()
-    warm_tokenizer_cache(config["preset"], weights, config["data"])
+    try:
+        with stop_on_signals():
+            warm_tokenizer_cache(config["preset"], weights, config["data"], config["text_field"])
+    except BaseException:
+        os.rmdir(out)  # still empty: a failed start leaves no folder behind
+        raise
     config = {key: value for key, value in config.items() if key not in _NOT_CONFIG}
     config["weights"] = weights
     specs = [

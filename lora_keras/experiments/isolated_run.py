@@ -9,6 +9,7 @@ terminal or a notebook shows it live, and is kept in a log beside the results.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,13 +23,48 @@ _RELAY_GRACE_S = 10
 _OOM_MARKERS = ("ResourceExhaustedError", "out of memory", "OutOfMemoryError", "OOM when")
 
 
+# Colour and cursor codes, and TensorFlow's C++ log lines ("I0000 00:00:17... port.cc:153] ...").
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_TF_LOG_LINE = re.compile(
+    r"^([IWEF]\d{4} [\d:.]+\s+\d+ \S+:\d+\]|WARNING: All log messages before absl)"
+)
+
+
 def _classify_failure(returncode, log_tail):
+    """ "oom" only for a known out-of-memory message; "killed" for a signal; else "failed"."""
     if any(marker in log_tail for marker in _OOM_MARKERS):
         return "oom"
-    if returncode == -9:
-        # SIGKILL with no Python traceback: on Linux almost always the kernel's OOM killer.
-        return "oom"
+    if returncode < 0:
+        # A signal is not evidence of memory: the OOM killer, `kill -9` and a cluster's
+        # scheduler all send SIGKILL. The error says which signal.
+        return "killed"
     return "failed"
+
+
+def _clean_lines(log_tail):
+    """The log's lines as a reader saw them: no colour codes, progress redraws or TF log lines."""
+    lines = []
+    for line in _ANSI.sub("", log_tail).replace("\x08", "").splitlines():
+        line = line.rsplit("\r", 1)[-1].rstrip()  # a progress bar redraws after each \r
+        if line.strip() and not _TF_LOG_LINE.match(line):
+            lines.append(line)
+    return lines
+
+
+def _error_text(returncode, log_tail):
+    """The Python exception that ended the child, or what ended it if none was raised."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
+        return f"killed by signal {-returncode} ({name}); no Python error was raised"
+    lines = _clean_lines(log_tail)
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if starts:
+        # After the traceback's indented frames comes the exception, possibly over lines.
+        after = lines[starts[-1] + 1 :]
+        first = next((i for i, line in enumerate(after) if not line[:1].isspace()), None)
+        if first is not None:
+            return " ".join(line.strip() for line in after[first:])
+    return f"exit code {returncode}: " + " | ".join(lines[-3:])
 
 
 def _kill(process):
@@ -86,7 +122,8 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
         except subprocess.TimeoutExpired:
             _kill(process)
             status = "timeout"
-        except KeyboardInterrupt:
+        except BaseException:
+            # Ctrl-C, SIGTERM or SIGHUP in this process: the child's group goes with it.
             _kill(process)
             raise
         finally:
@@ -102,8 +139,7 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
         error = f"killed after {timeout_s} s (timeout)"
     else:
         status = _classify_failure(process.returncode, tail)
-        last_lines = [line for line in tail.strip().splitlines() if line.strip()][-5:]
-        error = f"exit code {process.returncode}: " + " | ".join(last_lines)
+        error = _error_text(process.returncode, tail)
     return {
         "mode": spec["mode"],
         "rank": spec.get("rank"),

@@ -1,7 +1,5 @@
 """The keras.io LoRA tutorial's optimizer, shared by every measured run and the notebooks."""
 
-import keras
-
 
 def tutorial_optimizer(learning_rate=5e-5):
     """AdamW as the tutorial sets it up: the same for full fine-tuning and every LoRA mode.
@@ -14,6 +12,8 @@ def tutorial_optimizer(learning_rate=5e-5):
     lm.compile(optimizer=lk.tutorial_optimizer(5e-5), loss=...)
     ```
     """
+    import keras  # here, so that `lora_keras.experiments` imports without Keras
+
     optimizer = keras.optimizers.AdamW(
         learning_rate=learning_rate, weight_decay=0.01, epsilon=1e-6, global_clipnorm=1.0
     )

@@ -1,5 +1,6 @@
 """`lk.sweep`: LoRA at several ranks, each in its own process, into one report."""
 
+from lora_keras.experiments.check_arguments import check_ranks
 from lora_keras.experiments.compare import run_experiment
 
 
@@ -19,10 +20,12 @@ def sweep(
     timeout_s=None,
     verbose=True,
     with_full=False,
+    text_field="text",
 ):
     """Trains LoRA once per rank: trainable weights, peak memory, step time, final loss.
 
-    Arguments are those of `lk.compare`, with `ranks` in place of `modes` and `rank`;
+    Arguments are those of `lk.compare` (`text_field` included), with `ranks` (each once) in
+    place of `modes` and `rank`;
     `with_full=True` also trains full fine-tuning once, drawn as a baseline in the plots.
 
     Returns:
@@ -31,9 +34,8 @@ def sweep(
     modes = ["full", "lora"] if with_full else ["lora"]
     config = dict(locals(), kind="sweep", rank=None, targets=list(targets))
     del config["with_full"]  # said by `modes`
+    check_ranks(ranks)
     config["ranks"] = ranks = [int(rank) for rank in ranks]
-    if not ranks or any(rank < 1 for rank in ranks):
-        raise ValueError(f"ranks must be integers of at least 1, got {ranks}.")
     runs = [("full", "full", None)] if with_full else []
     runs += [(f"lora_rank_{rank}", "lora", rank) for rank in ranks]
     return run_experiment(config, runs, [], timeout_s, verbose)

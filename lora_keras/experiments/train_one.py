@@ -5,6 +5,8 @@ times, memory and per-step loss, the trainable counts, the estimate. The parent
 (`compare`) only orchestrates and runs no model.
 """
 
+import functools
+import math
 import time
 
 
@@ -12,10 +14,23 @@ def _setup_full(lm, spec):
     """Full fine-tuning: every weight trains, as the model comes."""
 
 
-def _setup_lora(lm, spec):
+def _setup_lora(lm, spec, variant="lora"):
     from lora_keras.injection import apply_lora
 
-    apply_lora(lm, rank=spec["rank"], alpha=spec["alpha"], targets=tuple(spec["targets"]))
+    apply_lora(
+        lm,
+        rank=spec["rank"],
+        alpha=spec["alpha"],
+        targets=tuple(spec["targets"]),
+        variant=variant,
+    )
+
+
+def _setup_mixlora(lm, spec):
+    from lora_keras.mixlora import MIXLORA_DEFAULTS, apply_mixlora
+
+    # compare's rank and alpha are LoRA's; MixLoRA's come from spec["mixlora"] or the defaults.
+    apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.get("mixlora") or {})})
 
 
 def _setup_qlora(lm, spec):
@@ -26,7 +41,13 @@ def _setup_qlora(lm, spec):
 
 
 # A training mode is one more configuration of the same harness.
-MODES = {"full": _setup_full, "lora": _setup_lora, "qlora": _setup_qlora}
+MODES = {
+    "full": _setup_full,
+    "lora": _setup_lora,
+    "qlora": _setup_qlora,
+    "dora": functools.partial(_setup_lora, variant="dora"),
+    "mixlora": _setup_mixlora,
+}
 
 
 def _describe_data(source, texts):
@@ -47,13 +68,27 @@ def _samples(lm, prompts, max_length):
     return samples
 
 
+def _mark_non_finite_loss(record):
+    """A loss that became nan or inf makes the run's result worthless: say so in its status."""
+    for step, loss in enumerate(record["loss"], start=1):
+        if not math.isfinite(loss):
+            record["status"] = "non-finite loss"
+            record["error"] = (
+                f"the training loss became {loss} at step {step}: training diverged. Lower "
+                "the learning rate (--learning-rate) or check the data."
+            )
+            return
+
+
 def train_one(spec):
     """Trains the model of `spec` for `spec["steps"]` steps and measures it.
 
     Args:
         spec: a dict with `mode`, `preset`, `weights`, `data`, `steps`,
             `batch_size`, `sequence_length`, `rank`, `alpha`, `targets`,
-            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty).
+            `learning_rate`, `seed`, and `sample_prompts` (a list, maybe empty);
+            optionally `mixlora`, a dict of `apply_mixlora` settings for mode
+            "mixlora" (default `lora_keras.mixlora.MIXLORA_DEFAULTS`).
 
     Returns:
         The run record of `results.json` (see `lora_keras.experiments.compare`).
@@ -71,6 +106,7 @@ def train_one(spec):
         memory_probe,
         stored_weight_bytes,
     )
+    from lora_keras.mixlora import mixlora_record
     from lora_keras.models import load_gpt2
     from lora_keras.summary import trainable_summary
 
@@ -81,7 +117,7 @@ def train_one(spec):
     runtime_memory = memory_probe().current_bytes()
     memory = MemoryCallback()
     keras.utils.set_random_seed(spec["seed"])
-    texts = load_texts(spec["data"])
+    texts = load_texts(spec["data"], text_field=spec.get("text_field", "text"))
     # Random weights come with a tokenizer trained on the corpus in use (cached on disk).
     tokenizer_texts = texts if spec["data"] != "embedded" else None
     lm = load_gpt2(
@@ -134,7 +170,9 @@ def train_one(spec):
         "provenance": dict(lm.provenance),
         "data_source": data_source,
         "environment": describe_environment(),
+        **mixlora_record(lm),  # settings and expert loads of a MixLoRA run
     }
+    _mark_non_finite_loss(record)
     if spec.get("sample_prompts"):
         record["samples"] = _samples(lm, spec["sample_prompts"], spec["sample_length"])
     return record

@@ -19,6 +19,9 @@ class BaseLoraLayer(keras.layers.Layer):
     Subclasses only say how the wrapped layer contracts its input with its
     kernel (`_base_equation()`); the LoRA equations are derived from it, and
     everything else (weights, scaling, merging, serialization) lives here once.
+    Variants (DoRA) subclass it and override only how the update applies
+    (`_adapt`) and how it folds into the kernel and back (`_merged_kernel`,
+    `_unmerged_kernel`).
 
     Args:
         original_layer: a built `keras.layers.EinsumDense` or `keras.layers.Dense`.
@@ -32,6 +35,11 @@ class BaseLoraLayer(keras.layers.Layer):
             reloads merged).
         **kwargs: standard `keras.layers.Layer` arguments such as `name`.
     """
+
+    # What `lk.apply_lora(..., variant=...)` calls this wrapper, recorded in configs and adapters.
+    variant = "lora"
+    # The weights that train and that an adapter file carries, by attribute name.
+    ADAPTER_WEIGHT_NAMES = ("lora_kernel_a", "lora_kernel_b")
 
     def __init__(
         self,
@@ -57,7 +65,7 @@ class BaseLoraLayer(keras.layers.Layer):
                 "(`enable_lora`). Use one LoRA implementation per layer: build the model "
                 "again without `enable_lora`."
             )
-        if int(rank) != rank or rank < 1:
+        if isinstance(rank, bool) or int(rank) != rank or rank < 1:
             raise ValueError(f"LoRA rank must be an integer of at least 1, got rank={rank}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout}.")
@@ -124,29 +132,44 @@ class BaseLoraLayer(keras.layers.Layer):
         self.built = True
 
     def call(self, inputs, training=None):
+        if self.merged and training:
+            # Merged, the update sits in the frozen kernel and A and B get no gradient.
+            raise ValueError(
+                f"Layer '{self.name}' is merged: merged LoRA must be unmerged to train. Call "
+                "`lk.unmerge_lora(model)` before `fit`, and merge again after."
+            )
         layer = self.original_layer
-        equations = self.equations
         outputs = self._frozen_projection(inputs)
         if not self.merged:
-            lora_inputs = inputs
-            if self.dropout_layer is not None:
-                lora_inputs = self.dropout_layer(inputs, training=training)
-            # Scale the rank-sized intermediate, not the full-width output: it is
-            # the cheapest place in the branch to multiply.
-            low_rank = ops.einsum(equations.input_times_a, lora_inputs, self.lora_kernel_a)
-            low_rank = ops.multiply(low_rank, ops.cast(self.scaling, low_rank.dtype))
-            update = ops.einsum(equations.low_rank_times_b, low_rank, self.lora_kernel_b)
-            outputs = ops.add(outputs, update)
+            outputs = self._adapt(outputs, inputs, training)
         if layer.bias is not None:
             outputs = ops.add(outputs, layer.bias)
         if layer.activation is not None:
             outputs = layer.activation(outputs)
         return outputs
 
+    def _adapt(self, outputs, inputs, training):
+        """The frozen projection's `outputs` with the update applied (variants override)."""
+        lora_inputs = inputs
+        if self.dropout_layer is not None:
+            lora_inputs = self.dropout_layer(inputs, training=training)
+        # Scale the rank-sized intermediate, not the full-width output: it is
+        # the cheapest place in the branch to multiply.
+        low_rank = ops.einsum(self.equations.input_times_a, lora_inputs, self.lora_kernel_a)
+        low_rank = ops.multiply(low_rank, ops.cast(self.scaling, low_rank.dtype))
+        update = ops.einsum(self.equations.low_rank_times_b, low_rank, self.lora_kernel_b)
+        return ops.add(outputs, update)
+
+    def adapter_weights(self):
+        """`{name: variable}` of the weights that train and that `lk.save_adapter` writes."""
+        return {name: getattr(self, name) for name in self.ADAPTER_WEIGHT_NAMES}
+
     def delta_kernel(self):
         """The update `scaling * A @ B`, in the frozen kernel's shape."""
-        product = ops.einsum(self.equations.a_times_b, self.lora_kernel_a, self.lora_kernel_b)
-        return ops.multiply(product, self.scaling)
+        # Scaling A, rank-sized, costs less than scaling the kernel-sized product.
+        a = self.lora_kernel_a
+        scaled_a = ops.multiply(a, ops.cast(self.scaling, a.dtype))
+        return ops.einsum(self.equations.a_times_b, scaled_a, self.lora_kernel_b)
 
     def merge(self):
         """Folds the update into the frozen kernel; `call` then skips the branch."""
@@ -155,16 +178,24 @@ class BaseLoraLayer(keras.layers.Layer):
                 f"Layer '{self.name}' is already merged: call `unmerge()` before merging again."
             )
         kernel = self.original_layer.kernel
-        kernel.assign(ops.add(kernel, ops.cast(self.delta_kernel(), kernel.dtype)))
+        kernel.assign(ops.cast(self._merged_kernel(kernel), kernel.dtype))
         self.merged = True
 
     def unmerge(self):
-        """Subtracts the merged update back out of the frozen kernel."""
+        """Takes the merged update back out of the frozen kernel."""
         if not self.merged:
             raise ValueError(f"Layer '{self.name}' is not merged: there is nothing to unmerge.")
         kernel = self.original_layer.kernel
-        kernel.assign(ops.subtract(kernel, ops.cast(self.delta_kernel(), kernel.dtype)))
+        kernel.assign(ops.cast(self._unmerged_kernel(kernel), kernel.dtype))
         self.merged = False
+
+    def _merged_kernel(self, kernel):
+        """The kernel that computes the adapted layer alone: `W + scaling * A @ B`."""
+        return ops.add(kernel, ops.cast(self.delta_kernel(), kernel.dtype))
+
+    def _unmerged_kernel(self, merged_kernel):
+        """The frozen kernel `W` again, from what `_merged_kernel` returned."""
+        return ops.subtract(merged_kernel, ops.cast(self.delta_kernel(), merged_kernel.dtype))
 
     def compute_output_shape(self, input_shape):
         return self.original_layer.compute_output_shape(input_shape)

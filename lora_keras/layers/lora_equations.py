@@ -4,7 +4,15 @@ import collections
 
 LoraEquations = collections.namedtuple(
     "LoraEquations",
-    ["base", "input_times_a", "low_rank_times_b", "a_times_b", "input_dims", "output_dims"],
+    [
+        "base",
+        "input_times_a",
+        "low_rank_times_b",
+        "a_times_b",
+        "input_dims",
+        "output_dims",
+        "output_axes_last",
+    ],
 )
 
 # Letters tried, in order, for the rank axis: the first one the equation does not use.
@@ -24,7 +32,9 @@ def lora_equations(equation, kernel_shape):
     rank letter `r` this gives `abc,cr->abr` (inputs times A, `(768, r)`),
     `abr,rde->abde` (then times B, `(r, 12, 64)`) and `cr,rde->cde` (A times B,
     the kernel's shape, for merging). Kernel axes that meet the input are the
-    input dims of A; the others are the output dims of B.
+    input dims of A; the others are the output dims of B. `output_axes_last`
+    says whether those output axes end both the kernel and the outputs, in the
+    same order, so that one value per output unit broadcasts onto either.
 
     Args:
         equation: the wrapped layer's einsum equation, e.g. `"abc,cde->abde"`.
@@ -61,4 +71,5 @@ def lora_equations(equation, kernel_shape):
         a_times_b=f"{contracted}{rank_letter},{rank_letter}{added}->{kernel_spec}",
         input_dims=tuple(int(dims[c]) for c in contracted),
         output_dims=tuple(int(dims[c]) for c in added),
+        output_axes_last=kernel_spec.endswith(added) and output_spec.endswith(added),
     )

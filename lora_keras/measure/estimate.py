@@ -16,6 +16,13 @@ alone) could be dropped, and whether they are depends on the framework (XLA prun
 gradient tape may not). We count them all, as full fine-tuning needs them: the estimate is an
 upper bound for the activations of a LoRA run.
 
+DoRA adds a fifth part, `dora`, only to the estimates of models with unmerged DoRA layers. Its
+magnitudes are trainable weights, so they already count in the first three parts; what it adds
+is per DoRA layer the unscaled output (batch x seq x output units) that the magnitude's gradient
+needs, the column norm and scale (output units each), and `V = W + s*A@B` with its square,
+kernel-sized temporaries rebuilt every step for the norm and kept for no backward pass: counted
+once, for the largest kernel, as layers run one after another.
+
 Not counted: the framework's workspace, the allocator's fragmentation and caching, and, on a CPU,
 the runtime itself (Python, TensorFlow/JAX/torch libraries), which the process's resident memory
 includes. The four parts are summed although gradients grow while activations are freed: their
@@ -29,6 +36,8 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, for dtype sizes 
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
+from lora_keras.injection import lora_layers
+from lora_keras.layers import BaseDoraLayer
 from lora_keras.measure.units import format_bytes, format_share
 from lora_keras.quant.nf4 import nf4_bits_per_weight as nf4_bits_per_weight_of
 from lora_keras.quant.nf4_backbone import nf4_config, nf4_layers
@@ -55,6 +64,13 @@ COMPONENT_NOTES = {
         "feed-forward intermediate; then the logits (batch x seq x vocabulary) and their softmax "
         "gradient. They scale with batch and sequence length, and LoRA keeps most of them"
     ),
+    "dora": (
+        "DoRA's extra tensors: per DoRA layer the unscaled output (batch x seq x output units) "
+        "kept for the magnitude's gradient, its column norm and scale; and V = W + s*A@B with its "
+        "square, kernel-sized temporaries of the largest DoRA kernel, rebuilt every step for "
+        "the norm. Its magnitudes, their gradients and AdamW slots count with the trainable "
+        "weights"
+    ),
 }
 
 
@@ -74,6 +90,8 @@ def estimate_training_memory(
     dropout=True,
     nf4_params=0,
     nf4_bits_per_weight=None,
+    dora_output_units=0,
+    dora_largest_kernel=0,
 ):
     """Estimate the memory of one training step of a GPT-2 decoder with AdamW, in bytes.
 
@@ -90,10 +108,12 @@ def estimate_training_memory(
             kernels), at `nf4_bits_per_weight` bits each (default: QLoRA's, about 4.127)
             instead of `weight_dtype_bytes`.
             Their float copies live one matmul at a time and are not counted.
+        dora_output_units: the output units of all unmerged DoRA layers together (0: no DoRA).
+        dora_largest_kernel: the weights of the largest of their kernels.
 
     Returns:
-        A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, and `total`,
-        their sum. `explain_estimate` turns it into sentences.
+        A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, with DoRA
+        layers `dora`, and `total`, their sum. `explain_estimate` turns it into sentences.
 
     Example:
 
@@ -148,6 +168,9 @@ def estimate_training_memory(
             dropout=dropout,
         ),
     }
+    if dora_output_units:
+        saved = (batch_size * sequence_length + 2) * dora_output_units  # outputs, norms, scales
+        estimate["dora"] = (saved + 2 * dora_largest_kernel) * compute_dtype_bytes
     estimate["total"] = sum(estimate.values())
     return estimate
 
@@ -211,6 +234,11 @@ def estimate_for_model(model, batch_size, sequence_length):
         )
     counts = trainable_summary(backbone)  # each weight once, tied embeddings included
     nf4 = nf4_layers(backbone).values()
+    dora = [
+        layer
+        for layer in lora_layers(backbone).values()
+        if isinstance(layer, BaseDoraLayer) and not layer.merged
+    ]
     policy = model.dtype_policy
     return estimate_training_memory(
         num_layers=backbone.num_layers,
@@ -227,6 +255,10 @@ def estimate_for_model(model, batch_size, sequence_length):
         dropout=backbone.dropout > 0,
         nf4_params=sum(math.prod(layer.kernel_shape) for layer in nf4),
         nf4_bits_per_weight=nf4_bits_per_weight_of(**nf4_config(backbone).get("nf4", {})),
+        dora_output_units=sum(math.prod(layer.magnitude.shape) for layer in dora),
+        dora_largest_kernel=max(
+            (math.prod(layer.original_layer.kernel.shape) for layer in dora), default=0
+        ),
     )
 
 
@@ -250,6 +282,7 @@ def explain_estimate(estimate):
         f"{name}: {format_bytes(estimate[name])} ({format_share(estimate[name], total)} of "
         f"{format_bytes(total)}): {note}."
         for name, note in COMPONENT_NOTES.items()
+        if name in estimate  # `dora` only where there are DoRA layers
     ]
 
 

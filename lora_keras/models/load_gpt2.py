@@ -1,5 +1,6 @@
 """`load_gpt2`: the tutorial's `GPT2CausalLM`, downloaded from KerasHub or built offline."""
 
+import numbers
 import os
 
 import keras_hub
@@ -13,6 +14,13 @@ WEIGHTS = ("pretrained", "random")
 
 
 def _check_sequence_length(sequence_length, maximum, preset):
+    if isinstance(sequence_length, bool) or not isinstance(sequence_length, numbers.Integral):
+        raise ValueError(f"sequence_length must be an integer, got {sequence_length!r}.")
+    if sequence_length < 1:
+        raise ValueError(
+            f"sequence_length must be at least 1 token, got {sequence_length}. GPT-2 trains "
+            "on sequences of up to its number of positions, e.g. 128."
+        )
     if sequence_length > maximum:
         raise ValueError(
             f"sequence_length={sequence_length} is above the maximum of {preset!r}, which has "

@@ -57,6 +57,12 @@ def quantize_nf4(model, block_size=64, double_quant=True):
             "the frozen base model). Call `lk.unwrap_lora(model)`, then `lk.quantize_nf4` "
             "and `lk.apply_lora`."
         )
+    if any(surgery.get_mixture(block) for block in backbone.transformer_layers):
+        raise ValueError(
+            "This model has MixLoRA feed-forward blocks, whose experts share the frozen "
+            "feed-forward kernels in float: NF4 under MixLoRA is not supported. Quantize a "
+            "model without MixLoRA."
+        )
     for index, block in enumerate(backbone.transformer_layers):
         for target in surgery.TARGETS:
             layer = surgery.get_layer(block, target)

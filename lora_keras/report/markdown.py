@@ -2,7 +2,8 @@
 
 from lora_keras.measure.estimate import explain_estimate
 from lora_keras.measure.units import format_bytes, format_share
-from lora_keras.report.results import full_run, measured_runs, run_label
+from lora_keras.report.expert_loads import mixlora_section
+from lora_keras.report.results import full_run, measured_runs, run_label, unfinished_runs
 
 MISSING = "n/a"
 SUMMARY_COLUMNS = (
@@ -22,14 +23,20 @@ SUMMARY_COLUMNS = (
 )
 
 
-def render_markdown(results, plots):
-    """Return `report.md` for `results`, embedding `plots`, a list of `(filename, title)`."""
+def render_markdown(results, plots, not_drawn=()):
+    """Return `report.md` for `results`, embedding `plots`, a list of `(filename, title)`.
+
+    `not_drawn` lists `(filename, reason)` of plots that could not be written (a full disk).
+    """
     sections = (
         _title(results),
+        _incomplete(results),
         _table("Environment", results["environment"]),
         _table("Configuration", results["config"]),
         _summary(results["runs"]),
         _plots(plots),
+        _not_drawn(not_drawn),
+        mixlora_section(results["runs"]),
         _failures(results["runs"]),
         _where_the_memory_goes(results["runs"]),
         _samples(results["runs"]),
@@ -42,13 +49,40 @@ def _title(results):
     preset = config.get("preset", "GPT-2")
     if config.get("kind") == "sweep":
         heading = f"# LoRA rank sweep on {preset}: trainable weights, memory, time and loss"
-    else:
+    elif results["runs"]:
         modes = " vs ".join(dict.fromkeys(run["mode"] for run in results["runs"]))
         heading = f"# {modes} on {preset}: step time and peak memory"
+    else:
+        heading = f"# No runs on {preset}: results.json lists none"
     return (
         f"{heading}\n\nCreated {results.get('created', MISSING)}. Every figure below is drawn "
         "from `results.json` in this folder by `lora_keras.report.write_report`."
     )
+
+
+def _incomplete(results):
+    unfinished = unfinished_runs(results)
+    if not unfinished:
+        return None
+    interrupted = results.get("interrupted")
+    why = (
+        f"was interrupted by {interrupted['signal']} at {interrupted['at']}"
+        if isinstance(interrupted, dict)
+        else "has runs that did not finish: it is still running, or its process ended "
+        "without saying why"
+    )
+    runs = ", ".join(f"{label} ({status})" for label, status in unfinished)
+    return (
+        f"**Incomplete: this comparison {why}.** Missing results: {runs}. Every figure below "
+        "is drawn from the runs that finished."
+    )
+
+
+def _not_drawn(not_drawn):
+    if not not_drawn:
+        return None
+    lines = [f"- {filename}: {reason}" for filename, reason in not_drawn]
+    return "## Plots not drawn\n\n" + "\n".join(lines)
 
 
 def _table(heading, mapping):
@@ -83,6 +117,8 @@ def summary_cells(runs):
 
 
 def _summary(runs):
+    if not runs:
+        return "## Summary\n\nNo runs were recorded: there is nothing to compare."
     rows = ["| " + " | ".join(SUMMARY_COLUMNS) + " |", "|" + "---|" * len(SUMMARY_COLUMNS)]
     rows += ["| " + " | ".join(cells) + " |" for cells in summary_cells(runs)]
     note = (
@@ -101,7 +137,8 @@ def _plots(plots):
 
 
 def _failures(runs):
-    failed = [run for run in runs if run["status"] != "ok"]
+    # Runs that never ended are listed at the top, as missing; these are runs that ended badly.
+    failed = [run for run in runs if run["status"] not in ("ok", "not started", "running")]
     if not failed:
         return None
     entries = [

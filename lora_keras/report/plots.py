@@ -15,16 +15,23 @@ from matplotlib.figure import Figure
 from lora_keras.io_utils import atomic_write_bytes
 from lora_keras.measure.estimate import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
+from lora_keras.report.expert_loads import expert_loads_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
 
 
 def draw_plots(results, folder):
-    """Write every plot the results have data for; return `[(filename, title)]` of those written.
+    """Write every plot the results have data for.
 
     A plot without data is not drawn, and an older file of that name is removed, so the folder
-    holds exactly the plots of these results.
+    holds exactly the plots of these results. A plot that cannot be written (a full disk) is
+    skipped and said; the others are still drawn.
+
+    Returns:
+        `(written, not_drawn)`: `[(filename, title)]` of the plots written and
+        `[(filename, reason)]` of those that could not be.
     """
-    written = []
+    written, not_drawn = [], []
+    missing = _missing_note(results["runs"])
     for filename, title, make_figure in _PLOTS:
         path = os.path.join(folder, filename)
         figure = make_figure(results, title)
@@ -32,11 +39,24 @@ def draw_plots(results, folder):
             if os.path.exists(path):
                 os.remove(path)
             continue
+        if missing:
+            # Below the figure, outside its layout; `bbox_inches="tight"` keeps it in the PNG.
+            figure.text(0.5, 0, missing, ha="center", va="top", fontsize="small", color="darkred")
         buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        atomic_write_bytes(path, buffer.getvalue())
+        figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight" if missing else None)
+        try:
+            atomic_write_bytes(path, buffer.getvalue())
+        except OSError as error:
+            not_drawn.append((filename, f"could not be written: {error.strerror or error}"))
+            continue
         written.append((filename, title))
-    return written
+    return written, not_drawn
+
+
+def _missing_note(runs):
+    """The caption naming the runs a plot cannot show because they did not finish."""
+    missing = [f"{run_label(run)} ({run['status']})" for run in runs if run["status"] != "ok"]
+    return textwrap.fill("Not shown: " + ", ".join(missing), 110) if missing else None
 
 
 def _memory_figure(results, title):
@@ -230,4 +250,5 @@ _PLOTS = (
     ("loss.png", "Training loss per step", _loss_figure),
     ("memory_over_steps.png", "Memory after each training step", _memory_over_steps_figure),
     ("sweep.png", "LoRA rank sweep", _sweep_figure),
+    ("expert_loads.png", "MixLoRA expert loads per layer", expert_loads_figure),
 )

@@ -31,14 +31,104 @@ def load_results(folder):
     missing = [key for key in ("environment", "config", "runs") if key not in results]
     if missing:
         raise ValueError(f"{path} lacks {', '.join(missing)}: rerun the comparison to rewrite it.")
+    check_results(results, path)
+    return results
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _numbers(value):
+    return isinstance(value, list) and all(_is_number(item) for item in value)
+
+
+def _is_mapping_of_numbers(value):
+    return isinstance(value, dict) and all(_is_number(item) for item in value.values())
+
+
+# What each field a report reads must hold, checked before anything is drawn.
+_KINDS = {
+    "a text": lambda value: isinstance(value, str),
+    "a number": _is_number,
+    "an integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
+    "a list of numbers": _numbers,
+    "an object of numbers": _is_mapping_of_numbers,
+    "a list of objects": lambda value: (
+        isinstance(value, list) and all(isinstance(item, dict) for item in value)
+    ),
+}
+RUN_FIELDS = {
+    "mode": "a text",
+    "status": "a text",
+    "error": "a text",
+    "rank": "an integer",
+    "trainable_params": "a number",
+    "total_params": "a number",
+    "first_step_s": "a number",
+    "step_time_s": "a number",
+    "step_time_p25_s": "a number",
+    "step_time_p75_s": "a number",
+    "tokens_per_s": "a number",
+    "peak_memory_bytes": "a number",
+    "memory_source": "a text",
+    "runtime_memory_bytes": "a number",
+    "estimated_memory_bytes": "a number",
+    "estimate": "an object of numbers",
+    "loss": "a list of numbers",
+    "memory_over_steps": "a list of numbers",
+    "memory_in_use_over_steps": "a list of numbers",
+    "samples": "a list of objects",
+}
+REQUIRED_RUN_FIELDS = ("mode", "status")
+
+
+def check_results(results, path):
+    """Raises ValueError naming the first field of `results` a report could not draw from."""
+
+    def refuse(field, kind, value):
+        raise ValueError(
+            f"{path}: {field} must be {kind}, got {value!r}. Fix it by hand or rerun the "
+            "comparison to rewrite it."
+        )
+
+    for key in ("environment", "config"):
+        if not isinstance(results[key], dict):
+            refuse(key, "an object", results[key])
+    if not isinstance(results["runs"], list):
+        refuse("runs", "a list", results["runs"])
     for index, run in enumerate(results["runs"]):
-        missing = [key for key in ("mode", "status") if key not in run]
+        if not isinstance(run, dict):
+            refuse(f"runs[{index}]", "an object", run)
+        missing = [key for key in REQUIRED_RUN_FIELDS if key not in run]
         if missing:
             raise ValueError(
                 f"{path}: run {index} lacks {', '.join(missing)}: rerun the comparison to "
                 "rewrite it."
             )
-    return results
+        for field, kind in RUN_FIELDS.items():
+            value = run.get(field)
+            if (value is not None or field in REQUIRED_RUN_FIELDS) and not _KINDS[kind](value):
+                refuse(
+                    f"runs[{index}].{field}",
+                    kind + (" or null" * (field not in REQUIRED_RUN_FIELDS)),
+                    value,
+                )
+        for number, sample in enumerate(run.get("samples") or []):
+            for field in ("prompt", "text"):
+                if not isinstance(sample.get(field), str):
+                    refuse(f"runs[{index}].samples[{number}].{field}", "a text", sample.get(field))
+
+
+# Statuses of runs that never ran to an end: the comparison stopped before or during them.
+UNFINISHED = ("not started", "running", "interrupted")
+
+
+def unfinished_runs(results):
+    """`[(label, status)]` of the runs the comparison planned but did not finish."""
+    return [
+        (run_label(run), run["status"]) for run in results["runs"] if run["status"] in UNFINISHED
+    ]
 
 
 def run_label(run):

@@ -10,6 +10,10 @@ from lora_keras.report.results import load_results
 REPORT_FILE = "report.md"
 
 
+class ReportIncomplete(OSError):
+    """Some plots could not be written (a full disk); report.md says which."""
+
+
 def write_report(folder):
     """(Re)write `report.md` and the PNG plots in `folder` from `folder/results.json`.
 
@@ -23,6 +27,11 @@ def write_report(folder):
     Returns:
         The path of `report.md`.
 
+    Raises:
+        ValueError: results.json is missing a field or holds a wrong type (named); nothing
+            is written.
+        ReportIncomplete: a plot could not be written; report.md was, and says which.
+
     Example:
 
     ```python
@@ -30,7 +39,14 @@ def write_report(folder):
     ```
     """
     results = load_results(folder)
-    plots = draw_plots(results, folder)
+    plots, not_drawn = draw_plots(results, folder)
     path = os.path.join(os.fspath(folder), REPORT_FILE)
-    atomic_write_text(path, render_markdown(results, plots))
+    atomic_write_text(path, render_markdown(results, plots, not_drawn))
+    if not_drawn:
+        raise ReportIncomplete(
+            f"{path} was written, but not every plot: "
+            + "; ".join(f"{name} {reason}" for name, reason in not_drawn)
+            + ". results.json is intact: free some space and run `lora-keras report "
+            f"{os.fspath(folder)}` to draw them."
+        )
     return path

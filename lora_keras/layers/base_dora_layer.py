@@ -1,0 +1,91 @@
+"""DoRA: LoRA's update applied to the direction of each output unit, with a trainable magnitude."""
+
+from keras import ops
+
+from lora_keras.layers.base_lora_layer import BaseLoraLayer
+from lora_keras.layers.dora_math import column_norm, magnitude_scale
+
+
+class BaseDoraLayer(BaseLoraLayer):
+    """Weight-decomposed low-rank adaptation (DoRA, Liu et al., 2024) of a frozen projection.
+
+    With `V = W + scaling * A @ B`, the layer computes
+    `activation(x (m * V / ||V||) + b)`: the norm is taken over the kernel's input
+    axes, one value per output unit, and `m` (`magnitude`, trainable, shape of the
+    kernel's output axes) starts as `||W||`, so the layer is a no-op until A, B or
+    m train. As in the paper (section 4.3) `||V||` is detached from the gradient.
+
+    Cost per step, against LoRA: `V` is rebuilt from the weights for its norm, a
+    few kernel-sized temporaries (`s*A@B`, `V`, `V**2`) that nothing keeps for the
+    backward pass, and `in * rank * out` more multiply-adds; the unscaled output
+    (batch x seq x output units) is kept for the magnitude's gradient. The
+    projection itself is not recomputed: `x (m V/||V||) = (m/||V||) (x W + s x A B)`,
+    so the frozen matmul and the low-rank branch run as in LoRA and their sum is
+    scaled per output unit.
+
+    `merge()` stores `W' = m V / ||V||` in the kernel and keeps `||V||` in the
+    non-trainable `merged_norm` (one value per output unit), from which
+    `unmerge()` gives back `W = W' ||V|| / m - scaling * A @ B` (so a magnitude
+    trained to exactly zero cannot be unmerged). Dropout, as in LoRA, applies to
+    the low-rank branch's input only.
+
+    Subclasses pick the wrapped layer's equation, as the LoRA ones do; the
+    kernel's output axes must come last (true of every GPT-2 projection).
+
+    Args: see `BaseLoraLayer`.
+    """
+
+    variant = "dora"
+    ADAPTER_WEIGHT_NAMES = (*BaseLoraLayer.ADAPTER_WEIGHT_NAMES, "magnitude")
+
+    def __init__(self, original_layer, **kwargs):
+        kwargs.setdefault("name", f"{original_layer.name}_dora")
+        super().__init__(original_layer, **kwargs)
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        equations = self.equations
+        if not equations.output_axes_last:
+            raise ValueError(
+                f"DoRA needs the kernel's output axes after its input axes, in the order the "
+                f"outputs have them; layer '{self.original_layer.name}' computes "
+                f"'{equations.base}'. Use variant='lora' for this layer."
+            )
+        norm = column_norm(self.original_layer.kernel, len(equations.input_dims))
+        self.magnitude = self.add_weight(
+            name="magnitude",
+            shape=equations.output_dims,
+            initializer=lambda shape, dtype: ops.cast(norm, dtype),
+        )
+        self.merged_norm = self.add_weight(
+            name="merged_norm", shape=equations.output_dims, initializer="ones", trainable=False
+        )
+
+    def _adapted_scale(self, adapted_kernel):
+        """`m / ||V||` for `V` the adapted kernel, one value per output unit."""
+        return magnitude_scale(
+            self.magnitude, column_norm(adapted_kernel, len(self.equations.input_dims))
+        )
+
+    def _adapt(self, outputs, inputs, training):
+        kernel = self.original_layer.kernel
+        # Detached before the norm: nothing kernel-sized is kept for the backward pass.
+        adapted_kernel = ops.stop_gradient(
+            ops.add(kernel, ops.cast(self.delta_kernel(), kernel.dtype))
+        )
+        scale = self._adapted_scale(adapted_kernel)
+        # The output axes are last: the (output units) scale broadcasts over batch and sequence.
+        return ops.multiply(super()._adapt(outputs, inputs, training), scale)
+
+    def _merged_kernel(self, kernel):
+        adapted_kernel = super()._merged_kernel(kernel)
+        norm = column_norm(adapted_kernel, len(self.equations.input_dims))
+        # Kept for `unmerge`: the merged kernel alone cannot tell it.
+        self.merged_norm.assign(norm)
+        return ops.multiply(adapted_kernel, magnitude_scale(self.magnitude, norm))
+
+    def _unmerged_kernel(self, merged_kernel):
+        adapted_kernel = ops.divide(
+            merged_kernel, magnitude_scale(self.magnitude, self.merged_norm)
+        )
+        return super()._unmerged_kernel(adapted_kernel)

@@ -1,0 +1,178 @@
+"""Putting MixLoRA (or MixDoRA) into the feed-forward blocks of a KerasHub GPT-2."""
+
+import keras
+import numpy as np
+
+from lora_keras import gpt2_surgery as surgery
+from lora_keras.injection import (
+    LoraGPT2Backbone,
+    _freeze_all_but_lora,
+    forget_traced_functions,
+    lora_layers,
+)
+from lora_keras.layers import MixDoraFeedForward, MixLoraFeedForward
+from lora_keras.quant.nf4_backbone import is_nf4_quantized
+
+# variant -> the block class: each variant is its own layer, never an `if` in one.
+VARIANTS = {"lora": MixLoraFeedForward, "dora": MixDoraFeedForward}
+# What `compare --modes mixlora` uses unless its `mixlora` argument says otherwise.
+MIXLORA_DEFAULTS = {
+    "num_experts": 8,
+    "top_k": 2,
+    "rank": 8,
+    "alpha": 16.0,
+    "aux_loss_coef": 0.01,
+    "dropout": 0.0,
+    "variant": "lora",
+}
+
+
+@keras.saving.register_keras_serializable(package="lora_keras")
+class MixLoraGPT2Backbone(LoraGPT2Backbone):
+    """A `GPT2Backbone` whose config also records its MixLoRA blocks (and any LoRA).
+
+    As for `LoraGPT2Backbone`, a `.keras` file rebuilds the backbone from its
+    config, so `from_config` puts the mixtures back before the weights load.
+    """
+
+    def get_config(self):
+        config = super().get_config()
+        config["mixlora"] = mixlora_settings(self)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        settings = config.pop("mixlora")
+        backbone = super().from_config(config)
+        apply_mixlora(backbone, **settings)
+        return backbone
+
+
+def mixlora_layers(model):
+    """The MixLoRA blocks in `model`, keyed by paths like `transformer_layer_0/ffn`."""
+    backbone = surgery.find_backbone(model)
+    found = {}
+    for index, block in enumerate(backbone.transformer_layers):
+        mixture = surgery.get_mixture(block)
+        if mixture is not None:
+            found[surgery.layer_path(index, "ffn")] = mixture
+    return found
+
+
+def mixlora_settings(model):
+    """The settings `apply_mixlora` was called with, read back from the blocks."""
+    first = next(iter(mixlora_layers(model).values()))
+    variant = next(name for name, cls in VARIANTS.items() if type(first) is cls)
+    keys = ("num_experts", "top_k", "rank", "alpha", "aux_loss_coef", "dropout")
+    return {**{key: getattr(first, key) for key in keys}, "variant": variant}
+
+
+def apply_mixlora(
+    model,
+    num_experts=8,
+    top_k=2,
+    rank=8,
+    alpha=16.0,
+    aux_loss_coef=0.01,
+    dropout=0.0,
+    variant="lora",
+):
+    """Replaces the feed-forward block of every transformer layer by a mixture of LoRA experts.
+
+    Every expert shares the frozen `ffn_in -> gelu -> ffn_out` block and
+    differs from it by its own LoRA (or, with `variant="dora"`, DoRA) updates;
+    a router sends each token to its `top_k` experts. Nothing else changes:
+    put LoRA on attention with `lk.apply_lora`, before or after. Afterwards only
+    the routers, the experts and any LoRA weights train. At first every expert
+    equals the frozen block, so the model's outputs are unchanged. A refused
+    call leaves the model as it was.
+
+    Args:
+        model: a KerasHub `GPT2CausalLM` or `GPT2Backbone`.
+        num_experts, top_k, rank, alpha, aux_loss_coef, dropout: see
+            `lk.MixLoraFeedForward`.
+        variant: "lora" (MixLoRA) or "dora" (MixDoRA).
+
+    Returns:
+        The list of MixLoRA blocks inserted, one a transformer layer.
+    """
+    backbone = surgery.find_backbone(model)
+    surgery.check_layout(backbone)
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown MixLoRA variant '{variant}'. Known: {', '.join(VARIANTS)}.")
+    if is_nf4_quantized(backbone):
+        raise ValueError(
+            "This model's block kernels are stored as NF4 (QLoRA); MixLoRA's experts share the "
+            "frozen feed-forward kernels in float. Apply MixLoRA to a float model, or call "
+            "`lk.dequantize_nf4(model)` first."
+        )
+    if mixlora_layers(backbone):
+        raise ValueError(
+            "MixLoRA is already applied to this model's feed-forward blocks. Apply it once; "
+            "to start again, load the model again."
+        )
+    lora_on_ffn = [
+        path for path in lora_layers(backbone) if path.split("/")[1] in surgery.FEEDFORWARD_TARGETS
+    ]
+    if lora_on_ffn:
+        raise ValueError(
+            f"LoRA already wraps {lora_on_ffn}; MixLoRA replaces the whole feed-forward block "
+            "with its own experts. Apply LoRA to attention targets only, or call "
+            "`lk.unwrap_lora(model)` first."
+        )
+    planned = []
+    try:
+        for block in backbone.transformer_layers:
+            dense_in, dense_out = (surgery.get_layer(block, t) for t in surgery.FEEDFORWARD_TARGETS)
+            was_trainable = (dense_in.trainable, dense_out.trainable)
+            mixture = VARIANTS[variant](
+                dense_in,
+                dense_out,
+                num_experts=num_experts,
+                top_k=top_k,
+                rank=rank,
+                alpha=alpha,
+                aux_loss_coef=aux_loss_coef,
+                dropout=dropout,
+                name=f"{block.name}_mixlora",
+            )
+            planned.append((block, mixture, was_trainable))
+    except Exception:
+        # A refused call leaves the model as it was, trainable flags included.
+        for block, _, (trainable_in, trainable_out) in planned:
+            surgery.get_layer(block, "ffn_in").trainable = trainable_in
+            surgery.get_layer(block, "ffn_out").trainable = trainable_out
+        raise
+    for block, mixture, _ in planned:
+        surgery.set_mixture(block, mixture)
+    _freeze_all_but_lora(backbone)
+    backbone.__class__ = MixLoraGPT2Backbone
+    forget_traced_functions(model)
+    return [mixture for _, mixture, _ in planned]
+
+
+def expert_loads(model):
+    """The fraction of routed (token, slot) choices each expert got in training, per layer.
+
+    Counted over non-padding tokens in every training call since
+    `apply_mixlora` (or since the model was loaded). A layer that has not
+    trained yet has all fractions 0.
+
+    Returns:
+        `{"transformer_layer_0/ffn": [fraction of expert 0, ...], ...}`.
+    """
+    loads = {}
+    for path, mixture in mixlora_layers(model).items():
+        counts = np.asarray(keras.ops.convert_to_numpy(mixture.expert_counts), dtype="float64")
+        total = counts.sum()
+        loads[path] = (counts / total if total else counts).tolist()
+    return loads
+
+
+def mixlora_record(model):
+    """The MixLoRA part of a run record: its settings and expert loads, or `{}` without one."""
+    if not mixlora_layers(model):
+        return {}
+    settings = mixlora_settings(model)
+    return {"rank": settings["rank"], "mixlora": settings, "expert_loads": expert_loads(model)}

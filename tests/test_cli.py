@@ -1,0 +1,246 @@
+"""The command line: help without TensorFlow, every bad argument refused up front, exit codes."""
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import lora_keras as lk
+from lora_keras import cli
+from lora_keras.experiments.train_one import MODES
+from lora_keras.targets import TARGETS
+
+TINY = ["--preset", "gpt2_tiny", "--weights", "random", "--steps", "2", "--batch-size", "2"]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["compare", "--help"], ["--version"]])
+def test_help_and_version_start_no_tensorflow(argv):
+    code = (
+        "import sys, time; start = time.perf_counter()\n"
+        "from lora_keras import cli\n"
+        "took = time.perf_counter() - start\n"
+        "try:\n"
+        f"    cli.main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub', 'jax', 'torch')\n"
+        "         if m in sys.modules]\n"
+        "print('RESULT', took, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    took, heavy = out.stdout.rsplit("RESULT ", 1)[1].split(" ", 1)
+    assert heavy.strip() == "[]"
+    assert float(took) < 0.5
+    assert "tensorflow" not in out.stderr.lower()
+
+
+def test_the_package_imports_lazily_and_keeps_every_public_name():
+    code = "import sys, lora_keras; print('keras' in sys.modules or 'tensorflow' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+    assert set(lk.__all__) <= set(dir(lk))
+    for name in lk.__all__:
+        assert getattr(lk, name) is not None, name
+    assert lk.load_gpt2.__name__ == "load_gpt2" and callable(lk.compare)
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        lk.no_such_name  # noqa: B018
+
+
+def test_the_surgery_and_the_keras_free_target_list_agree():
+    from lora_keras.gpt2_surgery import TARGET_ATTRIBUTES
+
+    assert tuple(TARGET_ATTRIBUTES) == TARGETS
+
+
+def test_help_describes_every_flag_with_its_default_and_the_exit_codes(capsys):
+    for command in ("compare", "sweep", "report"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "exit status:" in text and "130  interrupted" in text and "2    bad input" in text
+    parser = cli.build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command").choices
+    for command, subparser in subparsers.items():
+        assert subparser.description, command
+        for action in subparser._actions:
+            assert action.help, f"{command} {action.option_strings}"
+    with pytest.raises(SystemExit):
+        cli.main(["compare", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"among: {', '.join(MODES)} (default: full,lora)" in text
+    assert f"among: {', '.join(TARGETS)} (default: query,value)" in text
+    assert "comma-separated training modes" in text and "(default: 10)" in text
+    with pytest.raises(SystemExit):
+        cli.main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "comma-separated LoRA ranks, each once (default: 1,2,4,8,16,64)" in text
+
+
+BAD_ARGUMENTS = [
+    (["--rank", "0"], {"rank": 0}, "rank (--rank) must be at least 1, got 0"),
+    (
+        ["--rank", "100000"],
+        {"rank": 100000},
+        "rank (--rank) must be at most 128 (the smallest size of the query, value projections "
+        "of gpt2_tiny), got 100000",
+    ),
+    ([], {"rank": True}, "rank (--rank) must be an integer, got True"),
+    (["--batch-size", "0"], {"batch_size": 0}, "batch_size (--batch-size) must be at least 1"),
+    (
+        ["--sequence-length", "0"],
+        {"sequence_length": 0},
+        "sequence_length (--sequence-length) must be at least 1, got 0",
+    ),
+    (
+        ["--sequence-length", "5000"],
+        {"sequence_length": 5000},
+        "must be at most 512 (gpt2_tiny has position embeddings for 512 tokens), got 5000",
+    ),
+    (
+        ["--steps", "100000"],
+        {"steps": 100000},
+        "steps (--steps) 100000 at batch_size (--batch-size) 2 needs 200,000 documents",
+    ),
+    (["--steps", "1"], {"steps": 1}, "steps (--steps) must be at least 2, got 1"),
+    (
+        ["--weights", "pretrained"],
+        {"weights": "pretrained"},
+        "'gpt2_tiny' is this package's own architecture and has no pretrained weights",
+    ),
+    (["--alpha", "-1"], {"alpha": -1.0}, "alpha (--alpha) must be a finite number above 0"),
+    (["--alpha", "inf"], {"alpha": float("inf")}, "alpha (--alpha) must be a finite number"),
+    (["--timeout", "-1"], {"timeout_s": -1}, "timeout_s (--timeout) must be a finite number"),
+    (
+        ["--learning-rate", "nan"],
+        {"learning_rate": float("nan")},
+        "learning_rate (--learning-rate) must be a finite number above 0, got nan",
+    ),
+    (["--learning-rate", "0"], {"learning_rate": 0.0}, "learning_rate (--learning-rate) must"),
+    (
+        ["--sample-length", "0"],
+        {"sample_length": 0},
+        "sample_length (--sample-length) must be at least 1, got 0",
+    ),
+    (["--modes", "full,full"], {"modes": ("full", "full")}, "modes (--modes) repeats full"),
+    (["--modes", "lora,dora9"], {"modes": ("lora", "dora9")}, "Unknown mode(s) ['dora9']"),
+    (["--preset", "gpt2_bsae"], {"preset": "gpt2_bsae"}, "Unknown preset (--preset) 'gpt2_bsae'"),
+]
+
+
+def _tiny_compare(tmp_path, **changes):
+    arguments = dict(preset="gpt2_tiny", weights="random", steps=2, batch_size=2)
+    lk.compare(**dict(arguments, out=str(tmp_path / "out"), **changes))
+
+
+@pytest.mark.parametrize("flags, kwargs, message", BAD_ARGUMENTS)
+def test_bad_arguments_are_refused_at_once_naming_the_flag(
+    tmp_path, capsys, monkeypatch, flags, kwargs, message
+):
+    monkeypatch.chdir(tmp_path)
+    if kwargs != {"rank": True}:  # argparse refuses a non-integer --rank itself
+        start = time.perf_counter()
+        assert cli.main(["compare", *TINY, *flags]) == cli.EXIT_BAD_INPUT
+        assert time.perf_counter() - start < 1.0
+        assert message in capsys.readouterr().err
+    with pytest.raises(ValueError) as error:
+        _tiny_compare(tmp_path, **kwargs)
+    assert message in str(error.value)
+    assert os.listdir(tmp_path) == [], "no folder is left behind by a refused comparison"
+
+
+def test_sweep_refuses_repeated_and_non_integer_ranks(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["sweep", *TINY, "--ranks", "4,4"]) == cli.EXIT_BAD_INPUT
+    assert "ranks (--ranks) repeats 4: each run needs its own name" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="ranks \\(--ranks\\) must be an integer, got True"):
+        lk.sweep(ranks=(True, 4), preset="gpt2_tiny", weights="random")
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"text\x00\xff\xfe binary", "Cannot read {path}: it is not UTF-8 text"),
+        (b'{"body": "x"}\n', "no 'text' field; its fields are ['body']. Name the text's field"),
+    ],
+)
+def test_bad_data_is_refused_naming_the_file_and_leaves_no_folder(
+    tmp_path, capsys, monkeypatch, content, message
+):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / ("data.jsonl" if content.startswith(b"{") else "data.txt")
+    path.write_bytes(content)
+    message = message.format(path=path)
+    assert cli.main(["compare", *TINY, "--data", str(path)]) == cli.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+    with pytest.raises(ValueError) as error:
+        _tiny_compare(tmp_path, data=str(path))
+    assert message in str(error.value)
+    assert sorted(os.listdir(tmp_path)) == [path.name]
+
+
+def test_text_field_names_the_jsonl_field(tmp_path, monkeypatch):
+    from lora_keras.experiments.check_arguments import check_data
+
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"body": f"story {i}"}) + "\n" for i in range(5)))
+    assert check_data(str(path), "body", steps=2, batch_size=2) == 5
+    args = cli.build_parser().parse_args(["compare", "--data", str(path), "--text-field", "body"])
+    assert cli._run_arguments(args)["text_field"] == "body"
+
+
+def test_offline_reddit_tifu_is_bad_input(tmp_path, capsys, monkeypatch):
+    load_texts_module = importlib.import_module("lora_keras.data.load_texts")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(load_texts_module, "host_reachable", lambda address: False)
+    monkeypatch.setattr(
+        "tensorflow_datasets.builder",
+        lambda name: type("Builder", (), {"is_prepared": lambda self: False})(),
+    )
+    assert cli.main(["compare", *TINY, "--data", "reddit_tifu"]) == cli.EXIT_BAD_INPUT
+    assert "reddit_tifu: it is not downloaded yet" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
+
+
+def test_offline_pretrained_weights_are_bad_input(capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("lora_keras.models.pretrained_reachable", lambda: False)
+    argv = ["compare", "--preset", "gpt2_base_en", "--weights", "pretrained"]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    assert "this machine looks offline. Use weights='random'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("why", ["under a file", "read-only"])
+def test_an_unwritable_out_is_bad_input(tmp_path, capsys, monkeypatch, why):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    out = blocker / "out" if why == "under a file" else tmp_path / "out"
+    if why == "read-only":
+        # Tests may run as root, whom file modes do not stop: the refusal is simulated.
+        def refuse(path, *args):
+            raise PermissionError(13, "Permission denied", path)
+
+        monkeypatch.setattr(os, "mkdir", refuse)
+    assert cli.main(["compare", *TINY, "--out", str(out)]) == cli.EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert f"Cannot create the results folder '{out}'" in error
+    assert "Choose a writable place with --out" in error
+
+
+def test_an_existing_out_is_refused_even_empty(tmp_path, capsys):
+    (tmp_path / "out").mkdir()
+    assert cli.main(["compare", *TINY, "--out", str(tmp_path / "out")]) == cli.EXIT_BAD_INPUT
+    assert "already exists. Choose a new --out folder" in capsys.readouterr().err
+
+
+def test_ctrl_c_before_any_run_is_an_interruption_not_a_traceback(capsys, monkeypatch):
+    def interrupt(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_compare", interrupt)
+    assert cli.main(["compare", *TINY]) == cli.EXIT_INTERRUPTED
+    assert "interrupted by SIGINT before any run started" in capsys.readouterr().err
