@@ -180,6 +180,25 @@ def test_keras_round_trip_of_an_nf4_model_with_and_without_lora(tmp_path):
     np.testing.assert_array_equal(outputs(restored), outputs(lm))
 
 
+def test_dora_on_nf4_works_and_refuses_to_merge(tmp_path):
+    # QDoRA: DoRA reads the dequantized kernel (`kernel` of the NF4 layer) for its norm and
+    # direction, so it keeps that float kernel for its backward pass, unlike QLoRA.
+    lm = make_tiny_lm()
+    lk.quantize_nf4(lm)
+    quantized = outputs(lm)
+    lk.apply_lora(lm, rank=2, variant="dora")
+    np.testing.assert_allclose(outputs(lm), quantized, atol=1e-6)
+    x, y = next_token_dataset(batch_size=4, sequence_length=16)
+    losses = compiled(lm).fit(x, y, epochs=3, batch_size=4, verbose=0).history["loss"]
+    assert losses[-1] < losses[0], losses
+    with pytest.raises(ValueError, match="Cannot `merge_lora` this model: its frozen kernels"):
+        lk.merge_lora(lm)
+    lm.save(tmp_path / "qdora.keras")
+    restored = keras.saving.load_model(tmp_path / "qdora.keras")
+    assert lk.is_nf4_quantized(restored)
+    np.testing.assert_array_equal(outputs(restored), outputs(lm))
+
+
 def test_adapters_of_a_qlora_model_hold_only_lora_weights(tmp_path):
     lm = make_tiny_lm()
     lk.quantize_nf4(lm)
