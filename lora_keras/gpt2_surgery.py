@@ -10,7 +10,7 @@ them breaks one module, and `check_layout` says so in words instead of an
 import keras
 import keras_hub
 
-from lora_keras.layers import BaseLoraLayer, MixLoraFeedForward
+from lora_keras.layers import BaseLoraLayer, BaseNF4Layer, MixLoraFeedForward
 from lora_keras.targets import TARGETS, check_targets  # noqa: F401  (used as surgery.check_targets)
 
 # target name -> (attribute of the block holding the layer, or None for the
@@ -60,7 +60,7 @@ def check_layout(backbone):
                     "Install a keras-hub version listed in requirements.txt, or update "
                     "lora_keras/gpt2_surgery.py."
                 ) from error
-            expected = (keras.layers.EinsumDense, keras.layers.Dense, BaseLoraLayer)
+            expected = (keras.layers.EinsumDense, keras.layers.Dense, BaseLoraLayer, BaseNF4Layer)
             if target in FEEDFORWARD_TARGETS and get_mixture(block):
                 # `set_mixture` put the block at ffn_in and an Identity at ffn_out.
                 expected = (MixLoraFeedForward, keras.layers.Identity)
@@ -81,6 +81,11 @@ def get_layer(block, target):
 def set_layer(block, target, new_layer):
     """Puts `new_layer` at `target`, where the block's `call` will use it."""
     owner, layer_attribute = _owner(block, target)
+    replace_sublayer(owner, layer_attribute, new_layer)
+
+
+def replace_sublayer(owner, layer_attribute, new_layer):
+    """Puts `new_layer` at `owner.<layer_attribute>` of a built layer, tracked as its sublayer."""
     old_layer = getattr(owner, layer_attribute)
     # A built Keras layer locks its list of sublayers; swapping the entry keeps
     # weight tracking exact (no stale layer left behind) without unlocking it.

@@ -10,7 +10,9 @@ from lora_keras.layers import (
     DoraEinsumDense,
     LoraDense,
     LoraEinsumDense,
+    NF4EinsumDense,
 )
+from lora_keras.quant.nf4_backbone import backbone_from_config, nf4_config, refuse_if_nf4
 
 # Each variant's wrappers: (for an EinsumDense, for a Dense). The one place a variant is chosen.
 VARIANTS = {
@@ -39,13 +41,14 @@ class LoraGPT2Backbone(keras_hub.models.GPT2Backbone):
                 **lora_settings(wrapped),
                 "merged_layers": [path for path, layer in wrapped.items() if layer.merged],
             }
+        config.update(nf4_config(self))  # NF4 kernels under LoRA (QLoRA), if any
         return config
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         lora = config.pop("lora", None)
-        backbone = keras_hub.models.GPT2Backbone.from_config(config)
+        backbone = backbone_from_config(config)
         if lora is None:
             return backbone
         apply_lora(
@@ -178,9 +181,8 @@ def apply_lora(
         for block in backbone.transformer_layers:
             for target in targets:
                 original = surgery.get_layer(block, target)
-                wrapper_class = (
-                    for_einsum if isinstance(original, keras.layers.EinsumDense) else for_dense
-                )
+                einsum = (keras.layers.EinsumDense, NF4EinsumDense)
+                wrapper_class = for_einsum if isinstance(original, einsum) else for_dense
                 was_trainable = original.trainable
                 wrapper = wrapper_class(
                     original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora
@@ -226,8 +228,13 @@ def _refuse_mixture(model, action):
 
 
 def merge_lora(model):
-    """Folds every LoRA update into its frozen kernel: inference at the base cost."""
+    """Folds every LoRA update into its frozen kernel: inference at the base cost.
+
+    A QLoRA model (NF4 kernels) is refused: `lk.dequantize_nf4(model)` first gives a
+    float model, which merges.
+    """
     _refuse_mixture(model, "merge")
+    refuse_if_nf4(model, "merge_lora")
     for layer in _require_lora(model, "merge").values():
         layer.merge()
     forget_traced_functions(model)
@@ -244,8 +251,10 @@ def unwrap_lora(model):
     """Merges LoRA, then puts the plain layers back: a plain KerasHub GPT-2.
 
     The result saves and loads as `.keras` with no `lora_keras` import, and
-    every weight is trainable again, as in a freshly loaded preset.
+    every weight is trainable again, as in a freshly loaded preset. A QLoRA
+    model (NF4 kernels) is refused: `lk.dequantize_nf4(model)` first.
     """
+    refuse_if_nf4(model, "unwrap_lora")
     backbone = surgery.find_backbone(model)
     _refuse_mixture(backbone, "unwrap")
     wrapped = _require_lora(backbone, "unwrap")

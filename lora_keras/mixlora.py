@@ -11,6 +11,7 @@ from lora_keras.injection import (
     lora_layers,
 )
 from lora_keras.layers import MixDoraFeedForward, MixLoraFeedForward
+from lora_keras.quant.nf4_backbone import is_nf4_quantized
 
 # variant -> the block class: each variant is its own layer, never an `if` in one.
 VARIANTS = {"lora": MixLoraFeedForward, "dora": MixDoraFeedForward}
@@ -100,6 +101,12 @@ def apply_mixlora(
     surgery.check_layout(backbone)
     if variant not in VARIANTS:
         raise ValueError(f"Unknown MixLoRA variant '{variant}'. Known: {', '.join(VARIANTS)}.")
+    if is_nf4_quantized(backbone):
+        raise ValueError(
+            "This model's block kernels are stored as NF4 (QLoRA); MixLoRA's experts share the "
+            "frozen feed-forward kernels in float. Apply MixLoRA to a float model, or call "
+            "`lk.dequantize_nf4(model)` first."
+        )
     if mixlora_layers(backbone):
         raise ValueError(
             "MixLoRA is already applied to this model's feed-forward blocks. Apply it once; "

@@ -3,10 +3,14 @@
 import math
 
 from lora_keras import gpt2_surgery as surgery
+from lora_keras.quant.nf4_backbone import nf4_layers
 
 
 def trainable_summary(model):
     """Counts trainable and frozen weights, each shared variable once.
+
+    A kernel stored as NF4 (`lk.quantize_nf4`) counts as the weights it stands for,
+    not as its packed codes and constants: `stored_weight_bytes` says what it takes.
 
     Args:
         model: a KerasHub `GPT2CausalLM` or `GPT2Backbone` (with or without LoRA).
@@ -15,10 +19,16 @@ def trainable_summary(model):
         `{"trainable": int, "non_trainable": int, "total": int}`.
     """
     backbone = surgery.find_backbone(model)
+    nf4 = nf4_layers(backbone).values()
+    nf4_storage = {id(v) for layer in nf4 for v in layer.non_trainable_weights}
+    nf4_storage -= {id(layer.bias) for layer in nf4 if layer.bias is not None}
     # A GPT2CausalLM ties its output projection to the token embedding, so the
     # backbone holds every variable the model owns.
     trainable = sum(math.prod(v.shape) for v in backbone.trainable_weights)
-    non_trainable = sum(math.prod(v.shape) for v in backbone.non_trainable_weights)
+    non_trainable = sum(
+        math.prod(v.shape) for v in backbone.non_trainable_weights if id(v) not in nf4_storage
+    )
+    non_trainable += sum(math.prod(layer.kernel_shape) for layer in nf4)
     return {
         "trainable": int(trainable),
         "non_trainable": int(non_trainable),

@@ -18,6 +18,7 @@ RUN_FIELDS = (
     "status",
     "trainable_params",
     "total_params",
+    "stored_weight_bytes",
     "step_time_s",
     "first_step_s",
     "tokens_per_s",

@@ -59,6 +59,15 @@ def test_invalid_sizes_are_refused():
         estimate_training_memory(**{**TINY, "trainable_params": 1001})
 
 
+def test_nf4_weights_are_counted_at_their_packed_size():
+    estimate = estimate_training_memory(**TINY, nf4_params=800)
+    assert estimate["weights"] == round(200 * 4 + 800 * 4.126953125 / 8)
+    plain = estimate_training_memory(**TINY, nf4_params=800, nf4_bits_per_weight=4.5)
+    assert plain["weights"] == 200 * 4 + 800 * 4.5 / 8
+    with pytest.raises(ValueError, match="`nf4_params` must be between 0 and the frozen weights"):
+        estimate_training_memory(**TINY, nf4_params=901)
+
+
 def test_explanation_has_one_sentence_per_component():
     sentences = explain_estimate(estimate_training_memory(**TINY))
     # No DoRA layers, no `dora` part.

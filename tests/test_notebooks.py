@@ -16,21 +16,10 @@ import jupytext
 import nbformat
 import pytest
 
-import lora_keras
-
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 SOURCES = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.py"))
 TINY_SETTINGS = {"PRESET": "gpt2_tiny", "WEIGHTS": "random", "NUM_BATCHES": 2}
 CELL_TIMEOUT_S = 900
-# Notebook 03 needs the QLoRA half of issue 9 (`lk.quantize_nf4` and the `qlora` mode), built on
-# another branch: skipped until both halves are merged (then this skip goes).
-NEEDS_QLORA = pytest.mark.skipif(
-    not hasattr(lora_keras, "quantize_nf4"), reason="needs lk.quantize_nf4 (QLoRA, issue 9)"
-)
-RUNNABLE = [
-    pytest.param(source, marks=NEEDS_QLORA) if source.stem == "03_qlora_and_dora" else source
-    for source in SOURCES
-]
 
 
 def _cells(notebook):
@@ -101,7 +90,7 @@ def this_python_kernel(folder):
 
 
 @pytest.mark.large
-@pytest.mark.parametrize("source", RUNNABLE, ids=lambda path: path.stem)
+@pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.stem)
 def test_notebook_runs_on_tiny_settings(source, tmp_path):
     from nbclient import NotebookClient
 

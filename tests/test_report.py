@@ -39,6 +39,7 @@ def run(mode, rank, step_time, peak, trainable, loss_start):
         "error": None,
         "trainable_params": trainable,
         "total_params": 124_439_808,
+        "stored_weight_bytes": 497_759_232,
         "step_time_s": step_time,
         "step_time_p25_s": 0.9 * step_time,
         "step_time_p75_s": 1.2 * step_time,
@@ -120,8 +121,8 @@ def test_compare_report_embeds_exactly_its_plots_and_lists_the_failure(tmp_path)
         assert_real_png(tmp_path / name)
     assert markdown.startswith("# full vs lora on gpt2_base_en: step time and peak memory")
     assert (
-        "| lora r=4 | ok | 147,456 | 0.118% | 12.10 s | 610.0 ms | 0.44x | 839 | 1.96 GiB |"
-        in markdown
+        "| lora r=4 | ok | 147,456 | 0.118% | 12.10 s | 610.0 ms | 0.44x | 839 | 474.70 MiB "
+        "| 1.96 GiB |" in markdown
     )
     assert "| lora r=64 | oom | n/a |" in markdown
     assert "### lora r=64: oom\n\n```text\nResourceExhaustedError: OOM" in markdown

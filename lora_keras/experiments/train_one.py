@@ -39,10 +39,18 @@ def _setup_keras_lora(lm, spec):
     lm.backbone.enable_lora(spec["rank"])
 
 
+def _setup_qlora(lm, spec):
+    from lora_keras.quant.quantize_model import quantize_nf4
+
+    quantize_nf4(lm)  # QLoRA: NF4 block kernels (blocks of 64, double quantization)
+    _setup_lora(lm, spec)
+
+
 # A training mode is one more configuration of the same harness.
 MODES = {
     "full": _setup_full,
     "lora": _setup_lora,
+    "qlora": _setup_qlora,
     "dora": functools.partial(_setup_lora, variant="dora"),
     "mixlora": _setup_mixlora,
     "keras_lora": _setup_keras_lora,
@@ -106,6 +114,7 @@ def train_one(spec):
         StepTimeCallback,
         estimate_for_model,
         memory_probe,
+        stored_weight_bytes,
     )
     from lora_keras.mixlora import mixlora_record
     from lora_keras.models import load_gpt2
@@ -180,6 +189,7 @@ def train_one(spec):
         "error": None,
         "trainable_params": counts["trainable"],
         "total_params": counts["total"],
+        "stored_weight_bytes": stored_weight_bytes(lm),  # NF4 kernels at their packed size
         **timer.summary(),
         "peak_memory_bytes": memory.peak_bytes,
         "memory_source": memory.source,

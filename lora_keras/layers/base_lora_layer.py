@@ -5,6 +5,7 @@ import math
 import keras
 from keras import ops
 
+from lora_keras.layers.base_nf4_layer import BaseNF4Layer
 from lora_keras.layers.lora_equations import lora_equations
 
 
@@ -93,6 +94,13 @@ class BaseLoraLayer(keras.layers.Layer):
         """The frozen projection, computed as the wrapped layer computes it."""
         return ops.einsum(self.equations.base, inputs, kernel)
 
+    def _frozen_projection(self, inputs):
+        """`inputs @ W` for the frozen kernel `W`, without bias or activation."""
+        if isinstance(self.original_layer, BaseNF4Layer):
+            # NF4 (QLoRA): the layer dequantizes its kernel itself, forward and backward.
+            return self.original_layer.project(inputs)
+        return self._project(inputs, self.original_layer.kernel)
+
     def build(self, input_shape):
         if not self.original_layer.built:
             self.original_layer.build(input_shape)
@@ -131,7 +139,7 @@ class BaseLoraLayer(keras.layers.Layer):
                 "`lk.unmerge_lora(model)` before `fit`, and merge again after."
             )
         layer = self.original_layer
-        outputs = self._project(inputs, layer.kernel)
+        outputs = self._frozen_projection(inputs)
         if not self.merged:
             outputs = self._adapt(outputs, inputs, training)
         if layer.bias is not None:

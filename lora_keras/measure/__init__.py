@@ -5,6 +5,7 @@ from lora_keras.measure.estimate import (
     estimate_for_model,
     estimate_training_memory,
     explain_estimate,
+    stored_weight_bytes,
 )
 from lora_keras.measure.memory import memory_probe
 from lora_keras.measure.units import format_bytes
@@ -18,4 +19,5 @@ __all__ = [
     "explain_estimate",
     "format_bytes",
     "memory_probe",
+    "stored_weight_bytes",
 ]

@@ -35,9 +35,12 @@ import keras
 import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, for dtype sizes below)
 import numpy as np
 
+from lora_keras import gpt2_surgery as surgery
 from lora_keras.injection import lora_layers
 from lora_keras.layers import BaseDoraLayer
 from lora_keras.measure.units import format_bytes, format_share
+from lora_keras.quant.nf4 import nf4_bits_per_weight as nf4_bits_per_weight_of
+from lora_keras.quant.nf4_backbone import nf4_config, nf4_layers
 from lora_keras.summary import trainable_summary
 
 # AdamW's first and second moment estimates, each the shape and dtype of its weight.
@@ -47,7 +50,10 @@ ADAMW_SLOTS = 2
 LOSS_DTYPE_BYTES = 4
 
 COMPONENT_NOTES = {
-    "weights": "every weight, trainable or frozen, stored once",
+    "weights": (
+        "every weight, trainable or frozen, stored once (NF4 kernels of a QLoRA model at their "
+        "packed size)"
+    ),
     "gradients": "one gradient per trainable weight; frozen weights get none",
     "optimizer_state": (
         f"AdamW keeps {ADAMW_SLOTS} slots (first and second moments) per trainable weight"
@@ -82,6 +88,8 @@ def estimate_training_memory(
     weight_dtype_bytes=4,
     compute_dtype_bytes=4,
     dropout=True,
+    nf4_params=0,
+    nf4_bits_per_weight=None,
     dora_output_units=0,
     dora_largest_kernel=0,
     remat=False,
@@ -98,6 +106,10 @@ def estimate_training_memory(
         weight_dtype_bytes: bytes per stored weight (4 for float32).
         compute_dtype_bytes: bytes per activation (4 for float32, 2 under mixed precision).
         dropout: whether dropout is active in training (it saves a mask per dropout).
+        nf4_params: frozen weights, among `total_params`, stored as NF4 (QLoRA's block
+            kernels), at `nf4_bits_per_weight` bits each (default: QLoRA's, about 4.127)
+            instead of `weight_dtype_bytes`.
+            Their float copies live one matmul at a time and are not counted.
         dora_output_units: the output units of all unmerged DoRA layers together (0: no DoRA).
         dora_largest_kernel: the weights of the largest of their kernels.
         remat: whether the blocks are rematerialised: each keeps only its input, and one
@@ -136,8 +148,17 @@ def estimate_training_memory(
             f"`trainable_params` must be between 0 and `total_params` ({total_params}); "
             f"got {trainable_params}."
         )
+    if not 0 <= nf4_params <= total_params - trainable_params:
+        raise ValueError(
+            f"`nf4_params` must be between 0 and the frozen weights "
+            f"({total_params - trainable_params}); got {nf4_params}."
+        )
+    if nf4_bits_per_weight is None:
+        nf4_bits_per_weight = nf4_bits_per_weight_of()
     estimate = {
-        "weights": total_params * weight_dtype_bytes,
+        "weights": round(
+            (total_params - nf4_params) * weight_dtype_bytes + nf4_params * nf4_bits_per_weight / 8
+        ),
         "gradients": trainable_params * weight_dtype_bytes,
         "optimizer_state": ADAMW_SLOTS * trainable_params * weight_dtype_bytes,
         "activations": _activation_bytes(
@@ -224,6 +245,7 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
             f"{type(model).__name__}, which has no `num_layers`."
         )
     counts = trainable_summary(backbone)  # each weight once, tied embeddings included
+    nf4 = nf4_layers(backbone).values()
     dora = [
         layer
         for layer in lora_layers(backbone).values()
@@ -243,6 +265,8 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         weight_dtype_bytes=_dtype_bytes(policy.variable_dtype),
         compute_dtype_bytes=_dtype_bytes(policy.compute_dtype),
         dropout=backbone.dropout > 0,
+        nf4_params=sum(math.prod(layer.kernel_shape) for layer in nf4),
+        nf4_bits_per_weight=nf4_bits_per_weight_of(**nf4_config(backbone).get("nf4", {})),
         dora_output_units=sum(math.prod(layer.magnitude.shape) for layer in dora),
         dora_largest_kernel=max(
             (math.prod(layer.original_layer.kernel.shape) for layer in dora), default=0
@@ -250,6 +274,16 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         remat=remat,
         loss_chunk=loss_chunk,
     )
+
+
+def stored_weight_bytes(model):
+    """Bytes the model's variables take as stored, each once, in their own dtypes.
+
+    NF4 kernels count as their packed codes and constants (about 4.127 bits a weight);
+    float weights at their variable dtype's size. A measurement, beside the estimate.
+    """
+    backbone = surgery.find_backbone(model)
+    return int(sum(math.prod(v.shape) * _dtype_bytes(v.dtype) for v in backbone.weights))
 
 
 def explain_estimate(estimate):

@@ -16,6 +16,7 @@ SUMMARY_COLUMNS = (
     "step time (median)",
     "vs full",
     "tokens/s",
+    "stored weights",
     "peak memory",
     "memory source",
     "estimated memory",
@@ -107,6 +108,7 @@ def summary_cells(runs):
                 _optional(run.get("step_time_s"), _seconds),
                 _ratio(run, full),
                 _optional(run.get("tokens_per_s"), "{:,.0f}"),
+                _optional(run.get("stored_weight_bytes"), format_bytes),
                 _optional(run.get("peak_memory_bytes"), format_bytes),
                 run.get("memory_source") or MISSING,
                 _optional(run.get("estimated_memory_bytes"), format_bytes),
@@ -124,7 +126,9 @@ def _summary(runs):
     rows += ["| " + " | ".join(cells) + " |" for cells in summary_cells(runs)]
     note = (
         "Step time: the median of the steps after the first, which traces and compiles and is "
-        "shown apart. Peak memory: as its source says; the estimate is explained below."
+        "shown apart. Stored weights: what the model's variables take in their own dtypes "
+        "(NF4 kernels at their packed size). Peak memory: as its source says; the estimate is "
+        "explained below."
     )
     return "## Summary\n\n" + "\n".join(rows) + "\n\n" + note
 
