@@ -40,6 +40,7 @@ def test_the_package_imports_lazily_and_keeps_every_public_name():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert set(lk.__all__) <= set(dir(lk))
+    assert sorted(lk.__all__) == sorted(lk._EXPORTS), "every export is in __all__, once"
     for name in lk.__all__:
         assert getattr(lk, name) is not None, name
     assert lk.load_gpt2.__name__ == "load_gpt2" and callable(lk.compare)
