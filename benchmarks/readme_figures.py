@@ -6,13 +6,19 @@ No figure in README is typed by hand: this script reads each results file and wr
 section between `<!-- figures:start -->` and `<!-- figures:end -->`.
 """
 
+import inspect
 import json
 import pathlib
 
 from lora_keras.backends import BACKENDS
+from lora_keras.cli import build_parser
+from lora_keras.experiments import compare, sweep
 from lora_keras.io_utils import atomic_write_text
 from lora_keras.measure.units import format_bytes
+from lora_keras.mixlora import MIXLORA_DEFAULTS
+from lora_keras.report.levers_markdown import goals_section
 from lora_keras.report.markdown import SUMMARY_COLUMNS, summary_cells
+from lora_keras.report.results import run_label
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -23,18 +29,71 @@ COLUMNS = (
     "step time (median)",
     "vs full",
     "tokens/s",
+    "stored weights",
     "peak memory",
     "estimated memory",
     "final loss",
 )
 
 
+def _command(config, relative):
+    """The command that made a results folder, from its config: what differs from the defaults.
+
+    A setting the command line has no flag for (`mixlora=` of `lk.compare`) follows in words.
+    """
+    if config.get("kind") == "levers":
+        return f"python benchmarks/levers.py --out {relative}"
+    kind = config.get("kind", "compare")
+    runner = compare if kind == "compare" else sweep
+    subcommand = build_parser()._subparsers._group_actions[0].choices[kind]
+    known = {option for action in subcommand._actions for option in action.option_strings}
+    flags, python_only = [], []
+    for name, parameter in inspect.signature(runner).parameters.items():
+        value, default = config.get(name, parameter.default), parameter.default
+        if name == "mixlora" and value == MIXLORA_DEFAULTS:
+            continue  # compare records the defaults it filled in
+        if isinstance(value, list | tuple):
+            value, default = ",".join(map(str, value)), ",".join(map(str, default or ()))
+        if name in ("out", "verbose", "sample_prompts") or value == default:
+            continue
+        flag = "--" + name.replace("_", "-").removesuffix("-s")
+        if flag not in known:
+            python_only.append(f"{name}={value!r}")
+        else:
+            flags.append(flag if value is True else f"{flag} {value}")
+    command = " ".join(["lora-keras", kind, *flags, "--out", str(relative)])
+    return command + (f"` (Python: `{', '.join(python_only)}`)" if python_only else "`")
+
+
+def _vs_lora(runs):
+    """`run: step and peak against LoRA's` for each other finished run, where a LoRA run exists."""
+    finished = [run for run in runs if run["status"] == "ok"]
+    lora = next((run for run in finished if run_label(run).startswith("lora r=")), None)
+    if lora is None:
+        return []
+    return [
+        f"{run_label(run)}: step {run['step_time_s'] / lora['step_time_s']:.2f}x, peak "
+        f"{run['peak_memory_bytes'] / lora['peak_memory_bytes']:.2f}x"
+        for run in finished
+        if run is not lora and run["mode"] != "full"
+    ]
+
+
 def _compare_section(folder):
     results = json.loads((folder / "results.json").read_text())
     env, config = results["environment"], results["config"]
     finished = [run for run in results["runs"] if run["status"] == "ok"]
-    keep = [SUMMARY_COLUMNS.index(column) for column in COLUMNS]
-    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    # A column every run leaves empty (stored weights before QLoRA existed) says nothing.
+    columns = [
+        column
+        for column in COLUMNS
+        if any(
+            cells[SUMMARY_COLUMNS.index(column)] != "n/a"
+            for cells in summary_cells(results["runs"])
+        )
+    ]
+    keep = [SUMMARY_COLUMNS.index(column) for column in columns]
+    rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     rows += [
         "| " + " | ".join(cells[i] for i in keep) + " |" for cells in summary_cells(results["runs"])
     ]
@@ -46,21 +105,23 @@ def _compare_section(folder):
         if runtime
         else ""
     )
+    vs_lora = _vs_lora(results["runs"])
+    goals = goals_section(results["runs"])
     return "\n".join(
         [
-            f"### `lora-keras compare --out {relative}` ({results['created']})",
+            f"### `{_command(config, relative)} ({results['created']})",
             "",
             f"{env.get('device')}, {env.get('backend')} {env.get('backend_version')}, "
             f"keras {env.get('keras_version')}; {env.get('weights_source')}; "
             f"{env.get('data_source')}; batch {config['batch_size']} x "
-            f"{config['sequence_length']} tokens, {config['steps']} steps a mode, AdamW. "
+            f"{config['sequence_length']} tokens, {config['steps']} steps a run, AdamW. "
             f"Peak memory: {source}.{floor}",
             "",
             *rows,
             "",
+            *([f"Against LoRA in the same run: {'; '.join(vs_lora)}.", ""] if vs_lora else []),
+            *([goals.replace("## Goals\n", "Goals:"), ""] if goals else []),
             f"Full report with plots: [{relative}/report.md]({relative}/report.md).",
-            "",
-            f"![peak memory]({relative}/memory.png)",
         ]
     )
 
@@ -134,8 +195,16 @@ def _same_comparison(folders):
 
 def main():
     folders = [path.parent for path in sorted(RESULTS.glob("*/results.json"))]
-    sections = [_compare_section(folder) for folder in folders]
-    sections += [_backends_section(group) for group in _same_comparison(folders)]
+    groups = _same_comparison(folders)
+    # A comparison measured under several backends: the first folder's full section, then the
+    # side-by-side table, which links every backend's report.
+    grouped_later = {folder for group in groups for folder in group[1:]}
+    sections = []
+    for folder in folders:
+        if folder in grouped_later:
+            continue
+        sections.append(_compare_section(folder))
+        sections += [_backends_section(group) for group in groups if group[0] == folder]
     readme = (ROOT / "README.md").read_text()
     head, rest = readme.split(START)
     _, tail = rest.split(END)

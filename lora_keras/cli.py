@@ -21,8 +21,9 @@ EXIT_CODES = f"""exit status:
        non-finite (the others finished; report.md says which and why)
   {EXIT_BAD_INPUT}    bad input: an argument, the data, the preset or the output folder was refused
        before anything ran (the message names the flag)
-  {EXIT_REPORT_INCOMPLETE}    results.json was saved but the report could not be written whole
-       (a full disk); rerun `lora-keras report FOLDER`
+  {EXIT_REPORT_INCOMPLETE}    a file could not be written (a full or read-only disk):
+       results.json is whole or absent (files are written whole or not at all) and the
+       report may be incomplete; free space, then `lora-keras report FOLDER` redraws it
   {EXIT_INTERRUPTED}  interrupted by Ctrl-C, SIGTERM or SIGHUP: the running child was stopped and
        results.json and report.md hold the runs that finished"""
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -20,21 +19,19 @@ TINY = ["--preset", "gpt2_tiny", "--weights", "random", "--steps", "2", "--batch
 @pytest.mark.parametrize("argv", [["--help"], ["compare", "--help"], ["--version"]])
 def test_help_and_version_start_no_tensorflow(argv):
     code = (
-        "import sys, time; start = time.perf_counter()\n"
+        "import sys\n"
         "from lora_keras import cli\n"
-        "took = time.perf_counter() - start\n"
         "try:\n"
         f"    cli.main({argv!r})\n"
         "except SystemExit:\n"
         "    pass\n"
         "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub', 'jax', 'torch')\n"
         "         if m in sys.modules]\n"
-        "print('RESULT', took, heavy)\n"
+        "print('RESULT', heavy)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    took, heavy = out.stdout.rsplit("RESULT ", 1)[1].split(" ", 1)
-    assert heavy.strip() == "[]"
-    assert float(took) < 0.5
+    # No runtime imported is what makes --help answer at once; a time limit would be flaky.
+    assert out.stdout.rsplit("RESULT ", 1)[1].strip() == "[]"
     assert "tensorflow" not in out.stderr.lower()
 
 
@@ -43,6 +40,7 @@ def test_the_package_imports_lazily_and_keeps_every_public_name():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
     assert set(lk.__all__) <= set(dir(lk))
+    assert sorted(lk.__all__) == sorted(lk._EXPORTS), "every export is in __all__, once"
     for name in lk.__all__:
         assert getattr(lk, name) is not None, name
     assert lk.load_gpt2.__name__ == "load_gpt2" and callable(lk.compare)
@@ -141,10 +139,13 @@ def test_bad_arguments_are_refused_at_once_naming_the_flag(
     tmp_path, capsys, monkeypatch, flags, kwargs, message
 ):
     monkeypatch.chdir(tmp_path)
+    # Refused before any process starts or model is built: that is what makes it quick.
+    monkeypatch.setattr(
+        "lora_keras.experiments.compare.run_isolated",
+        lambda *args, **kwargs: pytest.fail("a run started for a bad argument"),
+    )
     if kwargs != {"rank": True}:  # argparse refuses a non-integer --rank itself
-        start = time.perf_counter()
         assert cli.main(["compare", *TINY, *flags]) == cli.EXIT_BAD_INPUT
-        assert time.perf_counter() - start < 1.0
         assert message in capsys.readouterr().err
     with pytest.raises(ValueError) as error:
         _tiny_compare(tmp_path, **kwargs)

@@ -11,6 +11,9 @@ from test_lora_layers import built_attention_output, built_dense, built_query
 
 import lora_keras as lk
 
+# Portable: CI runs this file again under jax and torch.
+pytestmark = pytest.mark.backends
+
 # Each case: a wrapper, its input shape, the wrapped einsum, A times B, and its input axes.
 CASES = {
     "query": (

@@ -9,6 +9,9 @@ from layer_test_case import count
 import lora_keras as lk
 from lora_keras.layers import mixlora_math
 
+# Portable: CI runs this file again under jax and torch.
+pytestmark = pytest.mark.backends
+
 HIDDEN, INTERMEDIATE, EXPERTS, TOP_K, RANK = 16, 32, 4, 2, 3
 numpy = ops.convert_to_numpy  # torch tensors that need grad refuse np.asarray
 

@@ -7,6 +7,9 @@ from keras import ops
 import lora_keras as lk
 from lora_keras.quant.nf4 import nf4_bits_per_weight, stored_absmax, stored_shapes
 
+# Portable: CI runs this file again under jax and torch.
+pytestmark = pytest.mark.backends
+
 # QLoRA's published NF4 table (Dettmers et al. 2023, appendix E; bitsandbytes).
 PUBLISHED_NF4 = [
     -1.0,

@@ -9,6 +9,9 @@ import lora_keras as lk
 from lora_keras.layers import base_nf4_layer
 from lora_keras.layers.base_nf4_layer import input_gradient_equation
 
+# Portable: CI runs this file again under jax and torch.
+pytestmark = pytest.mark.backends
+
 
 def built_query(dtype=None):
     layer = keras.layers.EinsumDense(

@@ -185,6 +185,24 @@ def test_invalid_results_is_an_error_naming_the_file(tmp_path, content, message)
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize(
+    "field, value, kind",
+    [
+        ("stored_weight_bytes", "big", "a number or null"),
+        ("memory_checkpoints", {"peak": "high"}, "an object of numbers or null"),
+        ("options", ["remat"], "an object or null"),
+        ("mixlora", 8, "an object or null"),
+        ("expert_loads", {"transformer_layer_0/ffn": [0.5, "x"]}, "an object of number lists"),
+    ],
+)
+def test_fields_of_the_newer_runs_are_checked_before_drawing(tmp_path, field, value, kind):
+    broken = results("compare", [{**run("lora", 4, 0.61, 2**31, 147_456, 10.8), field: value}])
+    write(tmp_path, broken)
+    with pytest.raises(ValueError, match=re.escape(f"runs[0].{field} must be {kind}")):
+        write_report(tmp_path)
+    assert os.listdir(tmp_path) == ["results.json"], "nothing is drawn from a file that is wrong"
+
+
 def test_runtime_floor_is_shown_beside_the_estimate(tmp_path):
     with_runtime = results(
         "compare",

@@ -5,7 +5,7 @@ import contextlib
 import keras
 from keras import ops
 
-from lora_keras.layers import mixlora_math
+from lora_keras.layers import dora_math, mixlora_math
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -271,7 +271,7 @@ class MixDoraFeedForward(MixLoraFeedForward):
 
         def kernel_norms(dense):
             def initializer(shape, dtype=None):
-                norms = ops.sqrt(ops.sum(ops.square(dense.kernel), axis=0))
+                norms = dora_math.column_norm(dense.kernel, num_input_axes=1)
                 return ops.cast(ops.tile(norms[None], (experts, 1)), dtype)
 
             return initializer
@@ -302,6 +302,6 @@ class MixDoraFeedForward(MixLoraFeedForward):
         )
         dtype = self.compute_dtype
         return (
-            self.expert_in_magnitude / ops.cast(norms_in, dtype),
-            self.expert_out_magnitude / ops.cast(norms_out, dtype),
+            dora_math.magnitude_scale(self.expert_in_magnitude, ops.cast(norms_in, dtype)),
+            dora_math.magnitude_scale(self.expert_out_magnitude, ops.cast(norms_out, dtype)),
         )

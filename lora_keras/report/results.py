@@ -56,6 +56,10 @@ _KINDS = {
     "an integer": lambda value: isinstance(value, int) and not isinstance(value, bool),
     "a list of numbers": _numbers,
     "an object of numbers": _is_mapping_of_numbers,
+    "an object": lambda value: isinstance(value, dict),
+    "an object of number lists": lambda value: (
+        isinstance(value, dict) and all(_numbers(item) for item in value.values())
+    ),
     "a list of objects": lambda value: (
         isinstance(value, list) and all(isinstance(item, dict) for item in value)
     ),
@@ -81,6 +85,11 @@ RUN_FIELDS = {
     "memory_over_steps": "a list of numbers",
     "memory_in_use_over_steps": "a list of numbers",
     "samples": "a list of objects",
+    "stored_weight_bytes": "a number",
+    "memory_checkpoints": "an object of numbers",
+    "options": "an object",
+    "mixlora": "an object",
+    "expert_loads": "an object of number lists",
 }
 REQUIRED_RUN_FIELDS = ("mode", "status")
 
