@@ -42,7 +42,7 @@ def _command(config, relative):
     A setting the command line has no flag for (`mixlora=` of `lk.compare`) follows in words.
     """
     if config.get("kind") == "levers":
-        return f"python benchmarks/levers.py --out {relative}"
+        return f"python benchmarks/levers.py --out {relative}`"
     kind = config.get("kind", "compare")
     runner = compare if kind == "compare" else sweep
     subcommand = build_parser()._subparsers._group_actions[0].choices[kind]
@@ -165,8 +165,8 @@ def _backends_section(folders):
         for backend, folder in zip(backends, folders, strict=True)
     )
     commands = "; ".join(
-        f"`lora-keras compare --backend {backend} --out {folder.relative_to(ROOT)}`"
-        for backend, folder in zip(backends, folders, strict=True)
+        f"`{_command(result['config'], folder.relative_to(ROOT))}"
+        for result, folder in zip(results, folders, strict=True)
     )
     return "\n".join(
         [
