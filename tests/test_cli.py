@@ -141,7 +141,8 @@ def test_bad_arguments_are_refused_at_once_naming_the_flag(
     monkeypatch.chdir(tmp_path)
     # Refused before any process starts or model is built: that is what makes it quick.
     monkeypatch.setattr(
-        "lora_keras.experiments.compare.run_isolated",
+        importlib.import_module("lora_keras.experiments.compare"),  # the module, not the function
+        "run_isolated",
         lambda *args, **kwargs: pytest.fail("a run started for a bad argument"),
     )
     if kwargs != {"rank": True}:  # argparse refuses a non-integer --rank itself
