@@ -196,14 +196,14 @@ def waiting_for(codes, tensor):
     A graph executor (TensorFlow's) runs an op as soon as its inputs exist. Codes
     read from variables exist at the start of a step, so every layer's kernel would
     be dequantized at once, up front, and kept until its matmul; and the backward
-    pass's dequantization, the same ops on the same inputs, would be merged with the
+    pass's dequantization, the same ops on the same inputs, may be merged with the
     forward one (common subexpression elimination), keeping every float kernel from
     the forward pass to the backward. Adding a zero computed from the layer's input
     (or upstream gradient) makes each dequantization wait for its matmul's operand.
     """
-    # Nothing compares greater than itself, NaN included, and optimizers fold such a
-    # comparison only for integers: the zero is exact and stays in the graph. One
-    # slice of the last axis keeps its cost to a few hundred comparisons.
+    # Nothing compares greater than itself, NaN included, so the zero is exact; a float
+    # comparison of a value with itself is not folded away (NaN would make that unsafe).
+    # One slice of the last axis keeps its cost to a few hundred comparisons.
     probe = tensor[..., :1]
     return ops.add(codes, ops.cast(ops.any(ops.greater(probe, probe)), codes.dtype))
 
