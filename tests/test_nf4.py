@@ -5,7 +5,13 @@ import pytest
 from keras import ops
 
 import lora_keras as lk
-from lora_keras.quant.nf4 import nf4_bits_per_weight, stored_absmax, stored_shapes
+from lora_keras.quant.nf4 import (
+    dequantize_arrays,
+    nf4_bits_per_weight,
+    stored_absmax,
+    stored_shapes,
+    waiting_for,
+)
 
 # Portable: CI runs this file again under jax and torch.
 pytestmark = pytest.mark.backends
@@ -129,3 +135,21 @@ def test_bad_block_size_is_refused(block_size):
 def test_non_finite_values_are_refused():
     with pytest.raises(ValueError, match="the tensor has NaN or infinite values"):
         lk.nf4_quantize(np.array([1.0, np.nan]))
+
+
+@pytest.mark.parametrize(
+    "after",
+    [
+        np.ones((2, 3, 4), "float32"),
+        np.array([[np.nan, np.inf], [-np.inf, 0.0]], "float32"),
+        np.zeros((0, 5), "float32"),
+    ],
+    ids=["finite", "nan-and-inf", "empty"],
+)
+def test_waiting_for_leaves_the_codes_and_the_dequantized_tensor_unchanged(after):
+    q = lk.nf4_quantize(normal_weights((64, 48)))
+    waited = ops.convert_to_numpy(waiting_for(ops.convert_to_tensor(q.codes), after))
+    assert waited.dtype == np.uint8
+    np.testing.assert_array_equal(waited, q.codes)
+    dequantized = dequantize_arrays(q.shape, q.block_size, after=after, **q.arrays)
+    np.testing.assert_array_equal(ops.convert_to_numpy(dequantized), lk.nf4_dequantize(q))

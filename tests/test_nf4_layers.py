@@ -118,19 +118,57 @@ def test_backward_pass_recomputes_the_kernel(make, shape, nf4_class, monkeypatch
     calls = []
     dequantize = base_nf4_layer.dequantize_arrays
 
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return dequantize(*args, **kwargs)
+    def counting(*args, after, **kwargs):
+        calls.append(tuple(after.shape))
+        return dequantize(*args, after=after, **kwargs)
 
     monkeypatch.setattr(base_nf4_layer, "dequantize_arrays", counting)
     x = inputs(shape)
     gradient = input_gradient(layer.project, x)
-    # Once for the forward pass, once again for the backward: nothing kept between them.
-    assert len(calls) == 2
     equation = layer.equation
     outputs = np.einsum(equation, x, kernel)
+    # Once for the forward pass, once again for the backward: nothing kept between them.
+    # Each waits for its matmul's other operand: the input, then the upstream gradient.
+    assert calls == [shape, outputs.shape]
     expected = np.einsum(input_gradient_equation(equation), 2 * outputs, kernel)
     np.testing.assert_allclose(gradient, expected, rtol=1e-4, atol=1e-4)
+
+
+def depends_on(tensor, source):
+    """Whether `source` is among the ops `tensor` is computed from, in a TensorFlow graph."""
+    seen, stack = set(), [tensor.op]
+    while stack:
+        op = stack.pop()
+        if op is source.op:
+            return True
+        if op.name not in seen:
+            seen.add(op.name)
+            stack.extend(t.op for t in op.inputs)
+    return False
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow graph")
+def test_dequantization_waits_for_the_input_in_a_graph():
+    # In a graph every op may run as soon as its inputs exist: a dequantization fed by
+    # variables alone would run at the start of the step, every layer's at once.
+    import tensorflow as tf
+
+    layer = lk.NF4EinsumDense.from_float(built_query())
+
+    @tf.function
+    def input_gradient_graph(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer.project(x) ** 2)
+        return tape.gradient(loss, x)
+
+    graph = input_gradient_graph.get_concrete_function(tf.TensorSpec((2, 5, 64))).graph
+    (x,) = graph.inputs[:1]
+    # The code lookups: a gather from the (256, 2) table of a byte's two code values.
+    operations = graph.get_operations()
+    lookups = [op for op in operations if op.type == "GatherV2" and op.inputs[0].shape == (256, 2)]
+    assert len(lookups) == 2  # forward and backward
+    assert all(depends_on(op.outputs[0], x) for op in lookups)
 
 
 @pytest.mark.parametrize(

@@ -151,10 +151,10 @@ class BaseNF4Layer(keras.layers.Layer):
         names = self.storage_names
         gradient_equation = input_gradient_equation(self.equation)
 
-        def dequantize(arrays):
+        def dequantize(arrays, after):
             stored = dict(zip(names, arrays, strict=True))
             return dequantize_arrays(
-                self.kernel_shape, self.block_size, dtype=self.compute_dtype, **stored
+                self.kernel_shape, self.block_size, dtype=self.compute_dtype, after=after, **stored
             )
 
         @ops.custom_gradient
@@ -163,12 +163,13 @@ class BaseNF4Layer(keras.layers.Layer):
                 # TensorFlow and JAX pass the upstream gradient positionally, torch by name.
                 if upstream is None:
                     (upstream,) = args
-                # Recomputed here, not captured from the forward pass: the float kernel
-                # lives only as long as one matmul, forward or backward.
-                kernel = dequantize(arrays)
+                # Recomputed here, not captured from the forward pass, and only once the
+                # upstream gradient exists (as the forward one waits for `x`): the float
+                # kernel lives only as long as one matmul, forward or backward.
+                kernel = dequantize(arrays, after=upstream)
                 return (ops.einsum(gradient_equation, upstream, kernel),) + (None,) * len(arrays)
 
-            return self._contract(x, dequantize(arrays)), grad
+            return self._contract(x, dequantize(arrays, after=x)), grad
 
         stored = [ops.convert_to_tensor(variable) for variable in self._storage().values()]
         return frozen_projection(inputs, *stored)

@@ -190,7 +190,25 @@ def stored_absmax(absmax=None, absmax_codes=None, absmax_scales=None, absmax_mea
     return centred + ops.convert_to_tensor(absmax_mean, "float32")
 
 
-def dequantize_arrays(shape, block_size, codes, dtype="float32", **absmax_arrays):
+def waiting_for(codes, tensor):
+    """`codes` unchanged, but computed from `tensor` too, so not before `tensor` exists.
+
+    A graph executor (TensorFlow's) runs an op as soon as its inputs exist. Codes
+    read from variables exist at the start of a step, so every layer's kernel would
+    be dequantized at once, up front, and kept until its matmul; and the backward
+    pass's dequantization, the same ops on the same inputs, may be merged with the
+    forward one (common subexpression elimination), keeping every float kernel from
+    the forward pass to the backward. Adding a zero computed from the layer's input
+    (or upstream gradient) makes each dequantization wait for its matmul's operand.
+    """
+    # Nothing compares greater than itself, NaN included, so the zero is exact; a float
+    # comparison of a value with itself is not folded away (NaN would make that unsafe).
+    # One slice of the last axis keeps its cost to a few hundred comparisons.
+    probe = tensor[..., :1]
+    return ops.add(codes, ops.cast(ops.any(ops.greater(probe, probe)), codes.dtype))
+
+
+def dequantize_arrays(shape, block_size, codes, dtype="float32", after=None, **absmax_arrays):
     """Rebuilds the float tensor from stored NF4 arrays, with `keras.ops` only.
 
     Args:
@@ -198,8 +216,11 @@ def dequantize_arrays(shape, block_size, codes, dtype="float32", **absmax_arrays
         block_size: values per block.
         codes: the packed uint8 codes (a tensor or a variable).
         dtype: the dtype of the result (the layer's compute dtype).
+        after: a tensor to wait for (see `waiting_for`), or None.
         **absmax_arrays: `absmax`, or `absmax_codes`, `absmax_scales`, `absmax_mean`.
     """
+    if after is not None:
+        codes = waiting_for(codes, after)
     # One gather from a byte's two code values, high nibble first: fewer temporaries than
     # unpacking the nibbles, then looking each up.
     pairs = ops.take(ops.convert_to_tensor(_BYTE_VALUES), ops.cast(codes, "int32"), axis=0)
