@@ -11,20 +11,11 @@ from lora_keras.injection import (
     lora_layers,
 )
 from lora_keras.layers import MixDoraFeedForward, MixLoraFeedForward
+from lora_keras.mixlora_settings import MIXLORA_DEFAULTS  # noqa: F401  (re-exported)
 from lora_keras.quant.nf4_backbone import is_nf4_quantized
 
 # variant -> the block class: each variant is its own layer, never an `if` in one.
 VARIANTS = {"lora": MixLoraFeedForward, "dora": MixDoraFeedForward}
-# What `compare --modes mixlora` uses unless its `mixlora` argument says otherwise.
-MIXLORA_DEFAULTS = {
-    "num_experts": 8,
-    "top_k": 2,
-    "rank": 8,
-    "alpha": 16.0,
-    "aux_loss_coef": 0.01,
-    "dropout": 0.0,
-    "variant": "lora",
-}
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -175,4 +166,9 @@ def mixlora_record(model):
     if not mixlora_layers(model):
         return {}
     settings = mixlora_settings(model)
-    return {"rank": settings["rank"], "mixlora": settings, "expert_loads": expert_loads(model)}
+    return {
+        "rank": settings["rank"],
+        "alpha": settings["alpha"],
+        "mixlora": settings,
+        "expert_loads": expert_loads(model),
+    }

@@ -1,8 +1,11 @@
 import datetime
 import importlib
+import inspect
 import json
 import os
 import signal
+import subprocess
+import sys
 import types
 
 import matplotlib.image
@@ -10,7 +13,12 @@ import pytest
 
 import lora_keras as lk
 from lora_keras import cli
-from lora_keras.experiments.compare import choose_weights, new_results_folder, run_specs
+from lora_keras.experiments.compare import (
+    _placeholder,
+    choose_weights,
+    new_results_folder,
+    run_specs,
+)
 from lora_keras.experiments.isolated_run import _classify_failure, run_isolated
 
 RUN_FIELDS = (
@@ -373,3 +381,79 @@ def test_sigterm_before_the_first_run_leaves_no_folder(tmp_path, monkeypatch, ca
     assert not (tmp_path / "out").exists()
     # The handlers are put back once the comparison ends.
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def planned_specs(monkeypatch, **kwargs):
+    """The specs and config `compare` would run, without training or a tokenizer."""
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    seen = {}
+
+    def run_specs(specs, config, out, **_):
+        seen.update(specs=specs, config=config)
+        return {}
+
+    monkeypatch.setattr(compare_module, "run_specs", run_specs)
+    monkeypatch.setattr(compare_module, "warm_tokenizer_cache", lambda *a: None)
+    lk.compare(preset="gpt2_tiny", weights="random", **kwargs)
+    return seen["specs"], seen["config"]
+
+
+def test_results_config_holds_the_settings_and_nothing_else(tmp_path, monkeypatch):
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    _, config = planned_specs(monkeypatch, modes=("lora", "mixlora"), out=str(tmp_path / "x"))
+    settings = set(inspect.signature(compare_module.compare).parameters)
+    assert set(config) == settings - set(compare_module._NOT_CONFIG) | {"kind", "ranks"}
+    assert config["mixlora"] == lk.mixlora.MIXLORA_DEFAULTS
+
+
+def test_unfinished_runs_are_labelled_with_their_own_rank_and_options(tmp_path, monkeypatch):
+    from lora_keras.report.results import run_label
+
+    specs, _ = planned_specs(
+        monkeypatch,
+        modes=("lora", "mixlora"),
+        rank=4,
+        mixlora={"rank": 2},
+        options_sweep=True,
+        out=str(tmp_path / "x"),
+    )
+    levers = ["", " xla", " bfloat16", " remat", " chunked_loss"]
+    labels = [run_label(_placeholder(spec, "not started")) for spec in specs]
+    assert labels == [f"{mode}{lever}" for mode in ("lora r=4", "mixlora r=2") for lever in levers]
+
+
+def test_a_mixlora_only_comparison_does_not_check_the_lora_rank(tmp_path, monkeypatch):
+    # gpt2_tiny's query and value are 128 wide: rank 999 would be refused for LoRA.
+    out = str(tmp_path / "x")
+    specs, _ = planned_specs(monkeypatch, modes=("full", "mixlora"), rank=999, out=out)
+    assert [spec["rank"] for spec in specs] == [None, 8]
+
+
+@pytest.mark.parametrize(
+    "mixlora, message",
+    [
+        ({"experts": 4}, r"Unknown mixlora= setting\(s\) \['experts'\]. Known: num_experts,"),
+        ({"num_experts": 0, "top_k": 1}, "mixlora= num_experts must be at least 1, got 0"),
+        ({"num_experts": 2.5}, "mixlora= num_experts must be an integer, got 2.5"),
+        ({"num_experts": 4, "top_k": 5}, r"mixlora= top_k must be 1 to 4 \(num_experts\), got 5"),
+        ({"rank": 0}, "mixlora= rank must be 1 to 128 .* feed-forward block.*, got 0"),
+        ({"rank": 129}, "mixlora= rank must be 1 to 128 .*, got 129"),
+        ({"variant": "vera"}, "mixlora= variant must be one of lora, dora, got 'vera'"),
+    ],
+)
+def test_bad_mixlora_settings_are_refused_before_any_run(tmp_path, mixlora, message):
+    with pytest.raises(ValueError, match=message):
+        lk.compare(preset="gpt2_tiny", modes=("mixlora",), mixlora=mixlora, out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_bad_mixlora_settings_are_refused_without_starting_keras():
+    code = (
+        "import sys, lora_keras as lk\n"
+        "try:\n"
+        "    lk.compare(preset='gpt2_tiny', modes=('mixlora',), mixlora={'top_k': 9})\n"
+        "except ValueError as error:\n"
+        "    print('RESULT', 'keras' in sys.modules, error)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.startswith("RESULT False mixlora= top_k must be 1 to 8"), out.stdout

@@ -10,7 +10,7 @@ from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, randomize_lora
 
 import lora_keras as lk
 from lora_keras import cli
-from lora_keras.experiments.train_one import MODES
+from lora_keras.experiments.train_one import MODES, _alpha
 from lora_keras.levers.options import (
     LOSS_TOLERANCE,
     check_options,
@@ -321,3 +321,82 @@ def test_the_options_sweep_turns_on_one_lever_a_run():
         1,
         1,
     ]
+
+
+@pytest.mark.parametrize("remat_first", [True, False])
+def test_remat_keeps_mixlora_padding_mask_and_counts_each_token_once(remat_first):
+    if keras.backend.backend() == "jax":
+        pytest.skip("refused on JAX: see test_remat_of_mixlora_is_refused_on_jax")
+    x, y = next_token_dataset(batch_size=2)
+    x["padding_mask"][:, 8:] = 0  # 2 x 8 real tokens, 2 x 4 padding
+
+    def counts(remat):
+        lm = make_tiny_lm()
+        if remat and remat_first:  # the order train_one once had: the wrapper must still see
+            rematerialise_blocks(lm.backbone)  # the mixture's class and its counts
+        lk.apply_mixlora(lm, num_experts=4, top_k=2, rank=4)
+        if remat and not remat_first:
+            rematerialise_blocks(lm.backbone)
+        lm.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(True))
+        lm.train_on_batch(x, y)
+        mixtures = lk.mixlora_layers(lm).values()
+        return [keras.ops.convert_to_numpy(mixture.expert_counts) for mixture in mixtures]
+
+    plain, remat = counts(False), counts(True)
+    assert [c.sum() for c in remat] == [2 * 8 * 2] * TINY_GPT2["num_layers"]  # tokens x top_k
+    for a, b in zip(plain, remat, strict=True):
+        np.testing.assert_array_equal(b, a)
+
+
+def test_remat_of_mixlora_is_refused_on_jax():
+    if keras.backend.backend() != "jax":
+        pytest.skip("only JAX refuses it")
+    lm = make_tiny_lm()  # no dropout: the MixLoRA counts alone are refused
+    lk.apply_mixlora(lm, num_experts=4, rank=4)
+    with pytest.raises(ValueError, match="remat cannot be honoured on JAX .* or MixLoRA blocks"):
+        rematerialise_blocks(lm.backbone)
+    assert all("call" not in vars(block) for block in lm.backbone.transformer_layers)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (
+            {"remat": True},
+            r"remat \(--remat\) cannot run on backend='jax' \(--backend jax\): GPT-2's blocks "
+            "have dropout 0.1",
+        ),
+        (
+            {"options_sweep": True},
+            r"options_sweep \(--options-sweep\) has a remat run, which cannot run on "
+            r"backend='jax' \(--backend jax\)",
+        ),
+    ],
+)
+def test_remat_on_jax_is_refused_before_any_run(tmp_path, kwargs, message):
+    pytest.importorskip("jax")
+    with pytest.raises(ValueError, match=message):
+        lk.compare(preset="gpt2_tiny", backend="jax", out=str(tmp_path / "x"), **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
+def test_keras_lora_is_refused_with_targets_it_ignores(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=r"Mode keras_lora \(--modes\) is Keras's built-in LoRA, which wraps query and "
+        r"value only; targets \(--targets\) asks for query, value, ffn_in",
+    ):
+        lk.compare(
+            preset="gpt2_tiny",
+            modes=("lora", "keras_lora"),
+            targets=("query", "value", "ffn_in"),
+            out=str(tmp_path / "x"),
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_run_records_the_alpha_it_trains_with():
+    spec = {"rank": 4, "alpha": 32.0}
+    assert _alpha(dict(spec, mode="keras_lora")) == 4  # Keras's enable_lora: alpha = rank
+    assert _alpha(dict(spec, mode="lora")) == _alpha(dict(spec, mode="qlora")) == 32.0
+    assert _alpha(dict(spec, mode="full")) is None

@@ -1,6 +1,7 @@
 """MixLoRA in a GPT-2: surgery, training, statistics, refusals, adapters and `.keras` files."""
 
 import importlib
+import inspect
 import json
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from layer_test_case import count
 
 import lora_keras as lk
 from lora_keras.experiments.train_one import train_one
+from lora_keras.mixlora_settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.report.expert_loads import expert_loads_figure
 
 HIDDEN, INTER = TINY_GPT2["hidden_dim"], TINY_GPT2["intermediate_dim"]
@@ -246,6 +248,7 @@ def test_mixlora_run_records_settings_and_loads(tmp_path, monkeypatch):
     record = train_one(spec)
     assert record["mixlora"] == dict(lk.mixlora.MIXLORA_DEFAULTS, num_experts=4)
     assert record["rank"] == 8  # MixLoRA's rank, not compare's LoRA rank
+    assert record["alpha"] == 16.0  # and its alpha
     assert len(record["expert_loads"]) == 4  # gpt2_tiny's layers
     assert all(np.isclose(sum(loads), 1.0) for loads in record["expert_loads"].values())
     results = {"runs": [dict(record, status="ok")]}
@@ -297,3 +300,23 @@ def test_the_report_shows_the_expert_loads(tmp_path):
         "| mixlora r=8 | num_experts 2, top_k 1 | transformer_layer_0 | 0.250 | 0.750 |" in report
     )
     assert (tmp_path / "expert_loads.png").exists()
+
+
+def test_mixlora_defaults_are_apply_mixlora_defaults():
+    parameters = inspect.signature(lk.apply_mixlora).parameters
+    defaults = {name: p.default for name, p in parameters.items() if name != "model"}
+    assert defaults == MIXLORA_DEFAULTS
+    assert lk.mixlora.MIXLORA_DEFAULTS is MIXLORA_DEFAULTS
+    assert tuple(lk.mixlora.VARIANTS) == MIXLORA_VARIANTS
+
+
+def test_expert_counts_stay_exact_under_mixed_precision():
+    lm = make_tiny_lm(dtype="mixed_bfloat16")
+    lk.apply_mixlora(lm, num_experts=4, top_k=2, rank=4)
+    for block in lk.mixlora_layers(lm).values():
+        block.expert_counts.assign([257.0, 0.0, 0.0, 0.0])  # bfloat16 holds 256 or 258
+    compile_lm(lm)
+    x, y = next_token_dataset(batch_size=2)
+    lm.train_on_batch(x, y)
+    for block in lk.mixlora_layers(lm).values():
+        assert block.expert_counts.numpy().sum() == 257 + 2 * 12 * 2  # tokens x top_k added

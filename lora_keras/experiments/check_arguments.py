@@ -12,6 +12,7 @@ import os
 
 from lora_keras.backends import check_backend
 from lora_keras.experiments.train_one import MODES
+from lora_keras.mixlora_settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
 from lora_keras.targets import check_targets
 
@@ -136,6 +137,62 @@ def check_data(data, text_field, steps, batch_size):
     return documents
 
 
+def check_jax_remat(config):
+    """JAX refuses remat with dropout, and every GPT-2 backbone has dropout 0.1."""
+    if config.get("backend") != "jax":
+        return
+    why = "GPT-2's blocks have dropout 0.1 and JAX refuses Keras's dropout inside jax.checkpoint"
+    if config.get("remat"):
+        raise ValueError(
+            f"remat (--remat) cannot run on backend='jax' (--backend jax): {why}. Run without "
+            "--remat, or use --backend tensorflow or torch."
+        )
+    if config.get("options_sweep"):
+        raise ValueError(
+            f"options_sweep (--options-sweep) has a remat run, which cannot run on "
+            f"backend='jax' (--backend jax): {why}. Sweep with --backend tensorflow or torch, "
+            "or turn the other levers on one comparison at a time (--jit-compile, "
+            "--mixed-precision, --chunked-loss)."
+        )
+
+
+def check_keras_lora_targets(modes, targets):
+    """Keras's own `enable_lora` wraps query and value only, whatever --targets says."""
+    if "keras_lora" in modes and set(targets) != {"query", "value"}:
+        raise ValueError(
+            f"Mode keras_lora (--modes) is Keras's built-in LoRA, which wraps query and value "
+            f"only; {flag('targets')} asks for {', '.join(targets)}. Use --targets query,value, "
+            "or leave keras_lora out of --modes."
+        )
+
+
+def check_mixlora(settings, shape):
+    """The `mixlora=` settings of a comparison (Python only, no flag), defaults filled in."""
+    unknown = sorted(set(settings) - set(MIXLORA_DEFAULTS))
+    if unknown:
+        raise ValueError(
+            f"Unknown mixlora= setting(s) {unknown}. Known: {', '.join(MIXLORA_DEFAULTS)}."
+        )
+
+    def integer(key, minimum, maximum=math.inf, why=""):
+        value = settings[key]
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ValueError(f"mixlora= {key} must be an integer, got {value!r}.")
+        if not minimum <= value <= maximum:
+            bounds = f"at least {minimum}" if maximum == math.inf else f"{minimum} to {maximum}"
+            raise ValueError(f"mixlora= {key} must be {bounds}{why}, got {value}.")
+
+    integer("num_experts", 1)
+    integer("top_k", 1, settings["num_experts"], " (num_experts)")
+    smallest = math.inf if shape is None else smallest_projection(shape, ("ffn_in",))
+    integer("rank", 1, smallest, " (the smallest size of the feed-forward block)")
+    if settings["variant"] not in MIXLORA_VARIANTS:
+        raise ValueError(
+            f"mixlora= variant must be one of {', '.join(MIXLORA_VARIANTS)}, "
+            f"got {settings['variant']!r}."
+        )
+
+
 def check_arguments(config):
     """Checks a comparison's settings (the `config` of results.json), fastest checks first.
 
@@ -150,7 +207,9 @@ def check_arguments(config):
             f"{flag('data_parallel')} needs the jax or tensorflow backend: Keras's distribution "
             "API has no torch data parallel. Use backend='jax' (--backend jax)."
         )
+    check_jax_remat(config)
     targets = check_targets(config["targets"])
+    check_keras_lora_targets(config["modes"], targets)
     steps = check_integer("steps", config["steps"], 2, why=" (the first is timed apart)")
     batch_size = check_integer("batch_size", config["batch_size"], 1)
     check_integer("seed", config["seed"], 0)
@@ -166,10 +225,14 @@ def check_arguments(config):
         check_integer("sequence_length", config["sequence_length"], 1, maximum, why)
         smallest = smallest_projection(shape, targets)
         why = f" (the smallest size of the {', '.join(targets)} projections of {config['preset']})"
-        for rank in config.get("ranks") or [config["rank"]]:
-            name = "ranks" if config.get("ranks") else "rank"
-            check_integer(name, rank, 1, smallest, why)
+        # Full fine-tuning has no rank and MixLoRA its own: neither uses this one.
+        if set(config["modes"]) - {"full", "mixlora"}:
+            for rank in config.get("ranks") or [config["rank"]]:
+                name = "ranks" if config.get("ranks") else "rank"
+                check_integer(name, rank, 1, smallest, why)
     else:
         check_integer("sequence_length", config["sequence_length"], 1)
     check_modes(config["modes"])
+    if "mixlora" in config["modes"]:
+        check_mixlora(config["mixlora"], shape)
     check_data(config["data"], config.get("text_field", "text"), steps, batch_size)

@@ -19,6 +19,7 @@ from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.quiet_logs import StartupNoiseFilter
 from lora_keras.io_utils import atomic_write_json
 from lora_keras.levers.options import OPTIONS, check_options, options_sweep_runs
+from lora_keras.mixlora_settings import MIXLORA_DEFAULTS
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
 
@@ -163,7 +164,13 @@ def stop_on_signals():
 
 
 def _placeholder(spec, status):
-    return {"name": spec["name"], "mode": spec["mode"], "rank": spec.get("rank"), "status": status}
+    return {
+        "name": spec["name"],
+        "mode": spec["mode"],
+        "rank": spec.get("rank"),
+        "options": spec.get("options"),  # labels the runs of an options sweep apart
+        "status": status,
+    }
 
 
 def run_specs(specs, config, out, echo=True, timeout_s=None):
@@ -284,7 +291,7 @@ def compare(
         steps: training steps per mode (the first is reported apart).
         out: a new folder for results.json, report.md and the plots.
         mixlora: for mode "mixlora", `apply_mixlora` settings that replace
-            `lora_keras.mixlora.MIXLORA_DEFAULTS` (8 experts, top-2, rank 8).
+            `lora_keras.mixlora_settings.MIXLORA_DEFAULTS` (8 experts, top-2, rank 8).
         sample_prompts: prompts to generate from after training (timed).
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
@@ -309,20 +316,20 @@ def compare(
         Interrupted: Ctrl-C, SIGTERM or SIGHUP; results.json and report.md hold what finished.
     """
     if "mixlora" in modes:  # results.json records the settings used, defaults included
-        from lora_keras.mixlora import MIXLORA_DEFAULTS
-
         mixlora = {**MIXLORA_DEFAULTS, **(mixlora or {})}
     config = dict(locals(), kind="compare", modes=list(modes), targets=list(targets), ranks=None)
-    del config["options_sweep"]  # said by the runs' own options
-    # Only the LoRA family has a rank; a full run (failed or not) is labelled without one.
-    runs = [(mode, mode, None if mode == "full" else rank) for mode in modes]
+    # Only the LoRA family has a rank; a full run (failed or not) is labelled without one,
+    # a MixLoRA run with its experts' rank, as its record will be.
+    own_rank = {"full": None, "mixlora": (mixlora or {}).get("rank")}
+    runs = [(mode, mode, own_rank.get(mode, rank)) for mode in modes]
     if options_sweep:
         runs = [run for name, mode, rank in runs for run in options_sweep_runs(mode, rank)]
     return run_experiment(config, runs, list(sample_prompts), timeout_s, verbose)
 
 
 # Settings that describe the experiment in results.json; the others only steer this process.
-_NOT_CONFIG = ("out", "sample_prompts", "timeout_s", "verbose")
+# options_sweep is checked, then said by the runs' own options.
+_NOT_CONFIG = ("out", "sample_prompts", "timeout_s", "verbose", "options_sweep")
 
 
 def run_experiment(config, runs, sample_prompts, timeout_s, verbose):

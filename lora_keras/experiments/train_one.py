@@ -27,7 +27,8 @@ def _setup_lora(lm, spec, variant="lora"):
 
 
 def _setup_mixlora(lm, spec):
-    from lora_keras.mixlora import MIXLORA_DEFAULTS, apply_mixlora
+    from lora_keras.mixlora import apply_mixlora
+    from lora_keras.mixlora_settings import MIXLORA_DEFAULTS
 
     # compare's rank and alpha are LoRA's; MixLoRA's come from spec["mixlora"] or the defaults.
     apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.get("mixlora") or {})})
@@ -55,6 +56,14 @@ MODES = {
     "mixlora": _setup_mixlora,
     "keras_lora": _setup_keras_lora,
 }
+
+
+def _alpha(spec):
+    """The LoRA alpha a run trains with (MixLoRA's comes from `mixlora_record`)."""
+    if spec["mode"] == "full":
+        return None
+    # Keras's enable_lora takes no alpha: it scales by alpha = rank.
+    return spec["rank"] if spec["mode"] == "keras_lora" else spec["alpha"]
 
 
 def _describe_data(source, texts):
@@ -96,7 +105,7 @@ def train_one(spec):
             `learning_rate`, `seed`, `sample_prompts` (a list, maybe empty),
             `options` (the levers, see `lora_keras.levers.options.OPTIONS`; missing ones
             are off), and optionally `mixlora`, a dict of `apply_mixlora` settings for
-            mode "mixlora" (default `lora_keras.mixlora.MIXLORA_DEFAULTS`).
+            mode "mixlora" (default `lora_keras.mixlora_settings.MIXLORA_DEFAULTS`).
 
     Returns:
         The run record of `results.json` (see `lora_keras.experiments.compare`).
@@ -143,9 +152,9 @@ def train_one(spec):
         texts, lm, batch_size=spec["batch_size"], num_batches=spec["steps"], seed=spec["seed"]
     )
     data_source = _describe_data(spec["data"], texts)
-    if options["remat"]:
-        levers.rematerialise_blocks(lm.backbone)
     MODES[spec["mode"]](lm, spec)
+    if options["remat"]:  # after the mode's adapters: it wraps the blocks they make
+        levers.rematerialise_blocks(lm.backbone)
     checkpoints["model_built"] = probe.current_bytes()
     if options["chunked_loss"]:
         # It trains the same backbone, computing its own loss; `lm` keeps generating.
@@ -185,6 +194,7 @@ def train_one(spec):
     record = {
         "mode": spec["mode"],
         "rank": spec["rank"] if spec["mode"] != "full" else None,
+        "alpha": _alpha(spec),
         "status": "ok",
         "error": None,
         "trainable_params": counts["trainable"],

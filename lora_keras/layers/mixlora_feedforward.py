@@ -138,6 +138,7 @@ class MixLoraFeedForward(keras.layers.Layer):
             initializer="zeros",
             dtype="float32",
             trainable=False,
+            autocast=False,  # read in float32 under mixed precision: bfloat16 rounds counts > 256
         )
         self._build_variant()
         self.built = True

@@ -106,40 +106,55 @@ def rematerialise_blocks(backbone):
     Dropout must draw the same masks when the block is recomputed, or the gradient would
     be that of other masks. On TensorFlow and torch the recomputation runs the block's
     Python again, after its dropout seeds have advanced: the seeds are reset, inside the
-    recomputed function, to their values before the forward pass. On JAX, Keras's dropout
-    writes its advanced seed from inside `jax.checkpoint`, which JAX refuses (a leaked
-    tracer): a backbone with dropout is refused there, before anything changes.
+    recomputed function, to their values before the forward pass. (It runs outside the
+    block's Keras call, so layers not handed `training`, such as MixLoRA's, see `None`
+    there: MixLoRA's expert counts grow in the forward pass only.) On JAX, Keras writes
+    such state from inside `jax.checkpoint`, which JAX refuses (a leaked tracer): a backbone
+    with dropout or MixLoRA is refused there, before anything changes (so call it after
+    `apply_lora` or `apply_mixlora`, which may add such state). Each block's class's own
+    `call` runs, so a block that `apply_mixlora` turns into a `MixtureTransformerDecoder`
+    lends its padding mask.
 
     Raises:
-        ValueError: on JAX, for a backbone with dropout.
+        ValueError: on JAX, for a backbone with dropout or MixLoRA blocks.
     """
     import keras
     from keras import ops
 
-    if keras.backend.backend() == "jax" and backbone.dropout > 0:
-        raise ValueError(
-            f"remat cannot be honoured on JAX for a backbone with dropout={backbone.dropout}: "
-            "Keras's dropout advances its seed inside jax.checkpoint, which JAX refuses. "
-            "Run without --remat, build the backbone with dropout=0, or use TensorFlow."
-        )
-    for block in backbone.transformer_layers:
-        seeds = [
-            layer.seed_generator.state
-            for layer in block._flatten_layers()
-            if getattr(layer, "seed_generator", None) is not None
-        ]
+    from lora_keras.gpt2_surgery import get_mixture
 
-        def rematerialised(decoder_sequence, call=block.call, seeds=seeds, **kwargs):
+    blocks = backbone.transformer_layers
+    jax_refuses = any(_seeds(block) or get_mixture(block) is not None for block in blocks)
+    if keras.backend.backend() == "jax" and jax_refuses:
+        raise ValueError(
+            f"remat cannot be honoured on JAX for a backbone with dropout={backbone.dropout} or "
+            "MixLoRA blocks: Keras advances a dropout seed, and MixLoRA its expert counts, "
+            "inside jax.checkpoint, which JAX refuses. Run without --remat, build the backbone "
+            "with dropout=0 and no MixLoRA, or use TensorFlow."
+        )
+    for block in blocks:
+
+        def rematerialised(decoder_sequence, block=block, **kwargs):
+            seeds = _seeds(block)  # found at each trace: adapters added since count
             before = [ops.copy(seed.value) for seed in seeds]
 
             def block_call(hidden):
                 for seed, value in zip(seeds, before, strict=True):
                     seed.assign(value)
-                return call(hidden, **kwargs)
+                return type(block).call(block, hidden, **kwargs)
 
             return keras.remat(block_call)(decoder_sequence)
 
         block.call = rematerialised
+
+
+def _seeds(block):
+    """The seed states of the dropout layers in `block`, its adapters' included."""
+    return [
+        layer.seed_generator.state
+        for layer in block._flatten_layers()
+        if getattr(layer, "seed_generator", None) is not None
+    ]
 
 
 def refuse_unhonoured(model, options):
