@@ -380,6 +380,15 @@ def test_remat_on_jax_is_refused_before_any_run(tmp_path, kwargs, message):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.parametrize("kwargs", [{"remat": True}, {"options_sweep": True}])
+def test_remat_of_mixlora_is_refused_before_any_run(tmp_path, kwargs):
+    with pytest.raises(
+        ValueError, match=r"Mode mixlora \(--modes\) cannot run with remat .* to the router"
+    ):
+        lk.compare(preset="gpt2_tiny", modes=("lora", "mixlora"), out=str(tmp_path / "x"), **kwargs)
+    assert not (tmp_path / "x").exists()
+
+
 def test_keras_lora_is_refused_with_targets_it_ignores(tmp_path):
     with pytest.raises(
         ValueError,

@@ -156,6 +156,18 @@ def check_jax_remat(config):
         )
 
 
+def check_mixlora_remat(config):
+    """Recomputing a MixLoRA block drops its load-balance loss from the router's gradient."""
+    if "mixlora" in config.get("modes", ()) and (
+        config.get("remat") or config.get("options_sweep")
+    ):
+        raise ValueError(
+            "Mode mixlora (--modes) cannot run with remat (--remat, or the remat run of "
+            "--options-sweep): recomputing a block in the backward pass leaves MixLoRA's "
+            "load-balance loss without a gradient to the router. Measure mixlora without remat."
+        )
+
+
 def check_keras_lora_targets(modes, targets):
     """Keras's own `enable_lora` wraps query and value only, whatever --targets says."""
     if "keras_lora" in modes and set(targets) != {"query", "value"}:
@@ -208,6 +220,7 @@ def check_arguments(config):
             "API has no torch data parallel. Use backend='jax' (--backend jax)."
         )
     check_jax_remat(config)
+    check_mixlora_remat(config)
     targets = check_targets(config["targets"])
     check_keras_lora_targets(config["modes"], targets)
     steps = check_integer("steps", config["steps"], 2, why=" (the first is timed apart)")
