@@ -4,13 +4,7 @@ from lora_keras.measure.estimate import explain_estimate
 from lora_keras.measure.units import format_bytes, format_share
 from lora_keras.report.expert_loads import mixlora_section
 from lora_keras.report.levers_markdown import checkpoints_lines, goals_section, levers_section
-from lora_keras.report.results import (
-    UNFINISHED,
-    full_run,
-    measured_runs,
-    run_label,
-    unfinished_runs,
-)
+from lora_keras.report.results import full_run, measured_runs, run_label, unfinished_runs
 
 MISSING = "n/a"
 SUMMARY_COLUMNS = (
@@ -146,8 +140,9 @@ def _plots(plots):
 
 
 def _failures(runs):
-    # Runs that never finished are listed at the top, as missing; these are runs that ended badly.
-    failed = [run for run in runs if run["status"] != "ok" and run["status"] not in UNFINISHED]
+    # Every unfinished run is listed at the top, as missing; an interrupted one is also listed
+    # here, with what stopped it and when. Runs that never started have nothing to say here.
+    failed = [run for run in runs if run["status"] not in ("ok", "not started", "running")]
     if not failed:
         return None
     entries = [
