@@ -409,17 +409,20 @@ def test_results_config_holds_the_settings_and_nothing_else(tmp_path, monkeypatc
 def test_unfinished_runs_are_labelled_with_their_own_rank_and_options(tmp_path, monkeypatch):
     from lora_keras.report.results import run_label
 
-    specs, _ = planned_specs(
-        monkeypatch,
-        modes=("lora", "mixlora"),
-        rank=4,
-        mixlora={"rank": 2},
-        options_sweep=True,
-        out=str(tmp_path / "x"),
-    )
+    def labels(**settings):
+        out = str(tmp_path / "+".join(settings["modes"]))  # a new folder each
+        specs, _ = planned_specs(monkeypatch, out=out, **settings)
+        return [run_label(_placeholder(spec, "not started")) for spec in specs]
+
+    # MixLoRA's own rank, not compare's; an options sweep's runs by their lever.
+    assert labels(modes=("lora", "mixlora"), rank=4, mixlora={"rank": 2}) == [
+        "lora r=4",
+        "mixlora r=2",
+    ]
     levers = ["", " xla", " bfloat16", " remat", " chunked_loss"]
-    labels = [run_label(_placeholder(spec, "not started")) for spec in specs]
-    assert labels == [f"{mode}{lever}" for mode in ("lora r=4", "mixlora r=2") for lever in levers]
+    assert labels(modes=("lora",), rank=4, options_sweep=True) == [
+        f"lora r=4{lever}" for lever in levers
+    ]
 
 
 def test_a_mixlora_only_comparison_does_not_check_the_lora_rank(tmp_path, monkeypatch):
