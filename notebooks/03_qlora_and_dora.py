@@ -58,23 +58,11 @@ if importlib.util.find_spec("lora_keras") is None:
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
-import tensorflow as tf
 from IPython.display import Image, Markdown, display
 
 import lora_keras as lk
 
-ON_GPU = bool(tf.config.list_physical_devices("GPU"))
-ON_COLAB = "google.colab" in sys.modules
-DEVICE = lk.describe_environment()["device"]
-if ON_GPU:
-    # The training runs below measure the GPU from their own processes; the small work done in
-    # this one (a kernel quantized, DoRA inspected) runs on the CPU so it holds no GPU memory.
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # TensorFlow already ran here (a cell run twice): restart to free it
-        print("TensorFlow already holds the GPU in this process: restart the runtime if runs OOM.")
-print(f"lora_keras {lk.__version__}, Keras {keras.__version__}, backend: {keras.config.backend()}")
-print(f"device: {DEVICE}" + (" on Colab" if ON_COLAB else ""))
+ON_GPU, ON_COLAB, DEVICE = lk.start_measuring_notebook()
 
 # %% [markdown]
 # ## Settings
