@@ -40,3 +40,19 @@ def start_measuring_notebook():
     print(f"lora_keras {lora_keras.__version__}, Keras {keras.__version__}, backend: {backend}")
     print(f"device: {device}" + (" on Colab" if on_colab else ""))
     return on_gpu, on_colab, device
+
+
+def notebook_setting(name, value, default, why):
+    """`value`, or `default` when it is None; prints which, and why.
+
+    A notebook's parameters cell leaves a setting `None` to mean "choose for this runtime".
+
+    Example:
+    ```python
+    BATCH_SIZE = lk.notebook_setting("BATCH_SIZE", None, 4, "CPU runtime")  # prints, returns 4
+    ```
+    """
+    reason = why if value is None else "set in the parameters cell"
+    value = default if value is None else value
+    print(f"{name:<18} = {value!r:<16} ({reason})")
+    return value

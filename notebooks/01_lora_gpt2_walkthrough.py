@@ -94,21 +94,14 @@ ONLINE = lk.pretrained_reachable()  # one socket connect with a short timeout, n
 print("KerasHub download host:", "reachable" if ONLINE else "NOT reachable (offline)")
 
 
-def setting(name, value, default, why):
-    """`value`, or `default` when it is None; prints which, and why."""
-    if value is None:
-        value, reason = default, why
-    else:
-        reason = "set in the parameters cell"
-    print(f"{name:<22} = {value!r:<16} ({reason})")
-    return value
+setting = lk.notebook_setting  # prints each setting and where its value came from
 
 
 runtime = "GPU" if ON_GPU else "CPU"
 PRESET = setting("PRESET", PRESET, "gpt2_base_en", "the tutorial's model")
 # The rule `lk.compare` follows: pretrained when the download host answers, else random.
 WEIGHTS, why = lk.choose_weights(PRESET, WEIGHTS)
-print(f"{'WEIGHTS':<22} = {WEIGHTS!r:<16} ({why})")
+print(f"{'WEIGHTS':<18} = {WEIGHTS!r:<16} ({why})")
 DATA = setting(
     "DATA",
     DATA,

@@ -85,14 +85,7 @@ ONLINE = lk.pretrained_reachable()  # one socket connect with a short timeout, n
 print("KerasHub download host:", "reachable" if ONLINE else "NOT reachable (offline)")
 
 
-def setting(name, value, default, why):
-    """`value`, or `default` when it is None; prints which, and why."""
-    if value is None:
-        value, reason = default, why
-    else:
-        reason = "set in the parameters cell"
-    print(f"{name:<18} = {value!r:<16} ({reason})")
-    return value
+setting = lk.notebook_setting  # prints each setting and where its value came from
 
 
 runtime = "GPU" if ON_GPU else "CPU"

@@ -88,21 +88,14 @@ RESULTS_FOLDER = "lora-keras-results"  # each run of this notebook writes a new 
 # What each setting became, and why.
 
 
-def setting(name, value, default, why):
-    """`value`, or `default` when it is None; prints which, and why."""
-    if value is None:
-        value, reason = default, why
-    else:
-        reason = "set in the parameters cell"
-    print(f"{name:<12} = {value!r:<16} ({reason})")
-    return value
+setting = lk.notebook_setting  # prints each setting and where its value came from
 
 
 runtime = "GPU" if ON_GPU else "CPU"
 PRESET = setting("PRESET", PRESET, "gpt2_base_en", "the tutorial's model")
 # The rule `lk.compare` follows: pretrained when the download host answers, else random.
 WEIGHTS, why = lk.choose_weights(PRESET, WEIGHTS)
-print(f"{'WEIGHTS':<12} = {WEIGHTS!r:<16} ({why})")
+print(f"{'WEIGHTS':<18} = {WEIGHTS!r:<16} ({why})")
 NUM_BATCHES = setting("NUM_BATCHES", NUM_BATCHES, 50 if ON_GPU else 10, f"{runtime} runtime")
 BATCH_SIZE = setting("BATCH_SIZE", BATCH_SIZE, 32 if ON_GPU else 4, f"{runtime} runtime")
 if DATA == "embedded" and len(lk.embedded_corpus()) < NUM_BATCHES * BATCH_SIZE:

@@ -37,3 +37,11 @@ def test_a_gpu_already_in_use_is_said_not_raised(capsys, monkeypatch):
     )
     assert lk.start_measuring_notebook()[0] is True
     assert "TensorFlow already holds the GPU here: restart the runtime" in capsys.readouterr().out
+
+
+def test_a_notebook_setting_says_where_its_value_came_from(capsys):
+    assert lk.notebook_setting("BATCH_SIZE", None, 4, "CPU runtime") == 4
+    assert lk.notebook_setting("RANK", 8, 4, "the tutorial's rank") == 8
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["BATCH_SIZE", "=", "4", "(CPU", "runtime)"]
+    assert lines[1].endswith("(set in the parameters cell)")
