@@ -170,9 +170,10 @@ def checkpoints_lines(run):
         f"{format_bytes(max(peak - explained, 0))}, {max(peak - explained, 0) / peak:.0%} of the "
         "peak.",
         f"- still held after the first step ended, when its activations and gradients are freed: "
-        f"{format_bytes(retained)} more than before it. No tensor of the model needs it: it is the "
-        "framework's (the traced graph and, with XLA, the compiled program; kernel caches; the "
-        "allocator's free lists), the first part of the share above.",
+        f"{format_bytes(retained)} more than before it. None of the estimate's tensors is alive "
+        "then, so the framework holds it: likely the traced graph (with XLA, the compiled "
+        "program), kernel caches and the allocator's free lists, not measured apart. It is the "
+        "first part of the share above.",
     ]
 
 
