@@ -154,6 +154,13 @@ def _add_option_arguments(parser):
         help="Keras mixed_<dtype> policy: weights and loss stay float32",
     )
     parser.add_argument(
+        "--frozen-dtype",
+        choices=("float16", "bfloat16"),
+        default=None,
+        help="store and compute the frozen weights in this dtype; LoRA's weights and the loss "
+        "stay float32 (modes lora, dora)",
+    )
+    parser.add_argument(
         "--remat", action="store_true", help="recompute transformer blocks in the backward pass"
     )
     parser.add_argument(
@@ -165,6 +172,7 @@ def _option_arguments(args):
     return dict(
         jit_compile=args.jit_compile,
         mixed_precision=args.mixed_precision,
+        frozen_dtype=args.frozen_dtype,
         remat=args.remat,
         chunked_loss=args.chunked_loss,
     )

@@ -9,6 +9,8 @@ import keras_hub  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+from lora_keras.levers.chunked_loss import ChunkedLossCausalLM  # noqa: E402
+
 TINY_GPT2 = dict(
     vocabulary_size=97,
     num_layers=2,
@@ -62,3 +64,18 @@ def tiny_backbone():
 @pytest.fixture
 def tiny_lm():
     return make_tiny_lm()
+
+
+def train_losses(lm, steps=3, jit_compile=False, model=None):
+    """The loss of each of `steps` SGD steps on one fixed batch with padding."""
+    x, y = next_token_dataset()
+    weights = np.ones(y.shape, dtype="float32")
+    weights[0, -3:] = 0.0  # padding: the loss must weigh it out the same way
+    model = model or lm
+    loss = None if isinstance(model, ChunkedLossCausalLM) else "sparse_categorical_crossentropy"
+    kwargs = {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)} if loss else {}
+    model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit_compile, **kwargs)
+    return [
+        float(model.train_on_batch(x, y, sample_weight=weights, return_dict=True)["loss"])
+        for _ in range(steps)
+    ]

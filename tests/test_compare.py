@@ -419,7 +419,7 @@ def test_unfinished_runs_are_labelled_with_their_own_rank_and_options(tmp_path, 
         "lora r=4",
         "mixlora r=2",
     ]
-    levers = ["", " xla", " bfloat16", " remat", " chunked_loss"]
+    levers = ["", " xla", " bfloat16", " frozen_bfloat16", " remat", " chunked_loss"]
     assert labels(modes=("lora",), rank=4, options_sweep=True) == [
         f"lora r=4{lever}" for lever in levers
     ]

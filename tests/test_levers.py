@@ -6,7 +6,13 @@ import keras
 import keras_hub
 import numpy as np
 import pytest
-from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, randomize_lora_b
+from conftest import (
+    TINY_GPT2,
+    make_tiny_lm,
+    next_token_dataset,
+    randomize_lora_b,
+    train_losses,
+)
 
 import lora_keras as lk
 from lora_keras import cli
@@ -35,21 +41,6 @@ def dropout_lora_lm(seed=0):
     lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     lk.apply_lora(lm, rank=2)
     return lm
-
-
-def train_losses(lm, steps=3, jit_compile=False, model=None):
-    """The loss of each of `steps` SGD steps on one fixed batch with padding."""
-    x, y = next_token_dataset()
-    weights = np.ones(y.shape, dtype="float32")
-    weights[0, -3:] = 0.0  # padding: the loss must weigh it out the same way
-    model = model or lm
-    loss = None if isinstance(model, lk.ChunkedLossCausalLM) else "sparse_categorical_crossentropy"
-    kwargs = {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)} if loss else {}
-    model.compile(optimizer=keras.optimizers.SGD(0.5), jit_compile=jit_compile, **kwargs)
-    return [
-        float(model.train_on_batch(x, y, sample_weight=weights, return_dict=True)["loss"])
-        for _ in range(steps)
-    ]
 
 
 def test_chunked_loss_equals_the_plain_loss_value_and_gradient():
@@ -206,7 +197,11 @@ def test_cli_parses_the_levers():
         ["compare", "--jit-compile", "--mixed-precision", "bfloat16", "--remat", "--chunked-loss"]
     )
     assert cli._option_arguments(args) == dict(
-        jit_compile=True, mixed_precision="bfloat16", remat=True, chunked_loss=True
+        jit_compile=True,
+        mixed_precision="bfloat16",
+        frozen_dtype=None,
+        remat=True,
+        chunked_loss=True,
     )
     assert not cli.build_parser().parse_args(["sweep"]).remat
 
@@ -275,7 +270,7 @@ def test_compile_pay_off_and_loss_tolerance_are_worked_out_from_the_runs():
     runs = [synthetic_run("full", 4.0, 12.0, 1000, 4.0), plain, xla, slower]
     runs.append(synthetic_run("keras_lora", 2.0, 11.0, 110, 4.0))
     table = levers_section(runs)
-    assert "| lora r=4 xla | on | - | - | - | 29.0 s | 0.50x | 1.20x | 21 steps |" in table
+    assert "| lora r=4 xla | on | - | - | - | - | 29.0 s | 0.50x | 1.20x | 21 steps |" in table
     assert "(1e-05: OUT)" in table  # remat must not move the loss
     goals = goals_section(runs)
     # remat's lower peak does not count: its loss moved.
@@ -310,12 +305,14 @@ def test_the_options_sweep_turns_on_one_lever_a_run():
         "lora",
         "lora+xla",
         "lora+bfloat16",
+        "lora+frozen_bfloat16",
         "lora+remat",
         "lora+chunked_loss",
     ]
     assert all(mode == "lora" and rank == 4 for _, mode, rank, _ in runs)
     assert [sum(1 for value in options.values() if value) for *_, options in runs] == [
         0,
+        1,
         1,
         1,
         1,
@@ -409,3 +406,18 @@ def test_a_run_records_the_alpha_it_trains_with():
     assert _alpha(dict(spec, mode="keras_lora")) == 4  # Keras's enable_lora: alpha = rank
     assert _alpha(dict(spec, mode="lora")) == _alpha(dict(spec, mode="qlora")) == 32.0
     assert _alpha(dict(spec, mode="full")) is None
+
+
+def test_goals_also_name_the_best_in_float32_when_a_precision_option_wins():
+    full = synthetic_run("full", 4.0, 12.0, 1000, 4.0)
+    plain = synthetic_run("lora", 2.0, 10.0, 500, 4.0)
+    remat = synthetic_run("lora", 2.5, 12.0, 450, 4.0, remat=True)
+    half = synthetic_run("lora", 1.0, 11.0, 300, 4.01, frozen_dtype="bfloat16")
+    peer = synthetic_run("keras_lora", 2.0, 11.0, 520, 4.0)
+    goals = goals_section([full, plain, remat, half, peer])
+    assert "- memory: lora r=4 frozen_bfloat16 peaks at 300 bytes, 0.30x" in goals
+    assert "within its tolerance 5e-02" in goals
+    assert "- memory, float32 throughout: lora r=4 remat peaks at 450 bytes, 0.45x" in goals
+    assert "- speed, float32 throughout: lora r=4 steps in 2.000 s, 1.00x" in goals
+    # With no precision option among the runs, one line each.
+    assert "float32 throughout" not in goals_section([full, plain, remat, peer])

@@ -18,7 +18,12 @@ from lora_keras.experiments.check_arguments import check_arguments, check_preset
 from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.quiet_logs import StartupNoiseFilter
 from lora_keras.io_utils import atomic_write_json
-from lora_keras.levers.options import OPTIONS, check_options, options_sweep_runs
+from lora_keras.levers.options import (
+    OPTIONS,
+    check_mode_options,
+    check_options,
+    options_sweep_runs,
+)
 from lora_keras.mixlora_settings import MIXLORA_DEFAULTS
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
@@ -274,6 +279,7 @@ def compare(
     text_field="text",
     jit_compile=False,
     mixed_precision=None,
+    frozen_dtype=None,
     remat=False,
     chunked_loss=False,
     options_sweep=False,
@@ -296,7 +302,8 @@ def compare(
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.
         text_field: the field of a `.jsonl` record that holds its text.
-        jit_compile, mixed_precision, remat, chunked_loss: the levers of every run (see
+        jit_compile, mixed_precision, frozen_dtype, remat, chunked_loss: the levers of every
+            run (see
             `lora_keras.levers.options.OPTIONS`).
         options_sweep: also train each mode once more per lever, that lever on alone
             (mixed precision as bfloat16), so the report shows each lever's effect.
@@ -344,6 +351,10 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
     # Checked here, before any folder or process exists, not in each child after its build.
     check_arguments(config)
     options = check_options(**{name: config.get(name, OPTIONS[name][0]) for name in OPTIONS})
+    run_options = [
+        check_mode_options(mode, check_options(**dict(options, **(own[0] if own else {}))))
+        for _, mode, _, *own in runs
+    ]
     weights, why = choose_weights(config["preset"], config["weights"])
     _say(f"weights: {weights} ({why})")
     out = new_results_folder(config["out"], config["kind"])
@@ -362,11 +373,11 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
             name=name,
             mode=mode,
             rank=rank,
-            options=check_options(**dict(options, **(own[0] if own else {}))),
+            options=own_options,
             sample_prompts=sample_prompts,
             verbose=1,
         )
-        for name, mode, rank, *own in runs
+        for (name, mode, rank, *_), own_options in zip(runs, run_options, strict=True)
     ]
     echo = {0: False, 1: StartupNoiseFilter()}.get(int(verbose), True)
     results = run_specs(specs, config, out, echo=echo, timeout_s=timeout_s)

@@ -23,6 +23,7 @@ def sweep(
     text_field="text",
     jit_compile=False,
     mixed_precision=None,
+    frozen_dtype=None,
     remat=False,
     chunked_loss=False,
     backend="tensorflow",

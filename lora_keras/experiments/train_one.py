@@ -131,7 +131,9 @@ def train_one(spec):
 
     if spec["mode"] not in MODES:
         raise ValueError(f"Unknown mode '{spec['mode']}'. Known modes: {', '.join(MODES)}.")
-    options = levers.check_options(**spec.get("options", {}))
+    options = levers.check_mode_options(
+        spec["mode"], levers.check_options(**spec.get("options", {}))
+    )
     # What the process holds before any model exists (on a CPU: Python, TensorFlow and
     # its thread pools): the floor under every measured peak, beside the estimate.
     probe = memory_probe()
@@ -147,6 +149,7 @@ def train_one(spec):
         weights=spec["weights"],
         sequence_length=spec["sequence_length"],
         tokenizer_texts=tokenizer_texts,
+        dtype=options["frozen_dtype"],  # the adapters that train stay float32
     )
     train_ds, _ = make_lm_datasets(
         texts, lm, batch_size=spec["batch_size"], num_batches=spec["steps"], seed=spec["seed"]

@@ -8,6 +8,20 @@ from keras import ops
 from lora_keras.layers.base_nf4_layer import BaseNF4Layer
 from lora_keras.layers.lora_equations import lora_equations
 
+HALF_DTYPES = ("float16", "bfloat16")
+
+
+def adapter_policy(policy):
+    """The dtype policy of the adapter weights beside a frozen layer of `policy`.
+
+    A frozen layer stored in float16 or bfloat16 gets adapters stored in float32 and computed
+    in its half dtype (`mixed_<dtype>`): AdamW's updates of a few 1e-5 would round away in
+    8 mantissa bits, so the weights that train keep 24 (as PEFT's `autocast_adapter_dtype`).
+    """
+    if policy.variable_dtype in HALF_DTYPES:
+        return keras.DTypePolicy(f"mixed_{policy.variable_dtype}")
+    return policy
+
 
 class BaseLoraLayer(keras.layers.Layer):
     """Wraps a frozen projection and adds a trainable low-rank update to it.
@@ -52,7 +66,7 @@ class BaseLoraLayer(keras.layers.Layer):
         **kwargs,
     ):
         kwargs.setdefault("name", f"{original_layer.name}_lora")
-        kwargs.setdefault("dtype", original_layer.dtype_policy)
+        kwargs.setdefault("dtype", adapter_policy(original_layer.dtype_policy))
         super().__init__(**kwargs)
         if isinstance(original_layer, BaseLoraLayer):
             raise ValueError(

@@ -11,6 +11,12 @@ precision options change the arithmetic; the others compute the same sums).
 # comparison, and `lora-keras --help`, check and label options without starting TensorFlow.
 
 MIXED_PRECISION = (None, "float16", "bfloat16")
+FROZEN_DTYPES = (None, "float16", "bfloat16")
+# The options that compute in fewer bits than float32 (the others compute the same sums).
+PRECISION_OPTIONS = ("mixed_precision", "frozen_dtype")
+# The modes whose trained weights stay float32 beside a half-precision frozen model: our LoRA
+# wrappers store their adapters in float32 (`lora_keras.layers.base_lora_layer.adapter_policy`).
+FROZEN_DTYPE_MODES = ("lora", "dora")
 # Positions per chunk of `chunked_loss`: 4 chunks of a 128-token sequence.
 CHUNK_SIZE = 32
 
@@ -20,6 +26,11 @@ OPTIONS = {
         None,
         "Keras dtype policy mixed_<dtype>: compute in float16/bfloat16, weights (LoRA's "
         "included) and the loss in float32",
+    ),
+    "frozen_dtype": (
+        None,
+        "store and compute the frozen weights in float16/bfloat16; the weights that train "
+        "(LoRA's A and B) and the loss stay float32",
     ),
     "remat": (
         False,
@@ -38,6 +49,7 @@ LOSS_TOLERANCE = {
     # agrees in distribution, not bit for bit.
     "jit_compile": 1e-2,
     "mixed_precision": 5e-2,  # 8 (bfloat16) or 11 (float16) mantissa bits in the matmuls
+    "frozen_dtype": 5e-2,  # the same matmuls, and frozen weights rounded once to those bits
     "remat": 1e-5,
     "chunked_loss": 1e-5,
 }
@@ -65,7 +77,31 @@ def check_options(**options):
         raise ValueError(
             f"mixed_precision must be one of {MIXED_PRECISION}, got {checked['mixed_precision']!r}."
         )
+    if checked["frozen_dtype"] not in FROZEN_DTYPES:
+        raise ValueError(
+            f"frozen_dtype must be one of {FROZEN_DTYPES}, got {checked['frozen_dtype']!r}."
+        )
+    if checked["frozen_dtype"] and checked["mixed_precision"]:
+        raise ValueError(
+            "frozen_dtype and mixed_precision cannot both be on: frozen_dtype already computes "
+            "in its dtype and keeps the trained weights float32. Choose one."
+        )
     return checked
+
+
+def check_mode_options(mode, options):
+    """Returns `options` when training `mode` can honour them, else raises ValueError."""
+    if options.get("frozen_dtype") and mode not in FROZEN_DTYPE_MODES:
+        why = {
+            "full": "every weight trains, and AdamW's small updates round away in 8 or 11 "
+            "mantissa bits: use mixed_precision (--mixed-precision), which keeps them float32",
+            "keras_lora": "Keras's enable_lora stores its LoRA weights in the layer's dtype",
+        }.get(mode, "its trained weights would take the frozen layers' dtype")
+        raise ValueError(
+            f"frozen_dtype={options['frozen_dtype']!r} (--frozen-dtype) cannot be honoured for "
+            f"mode {mode!r}: {why}. It works with modes {', '.join(FROZEN_DTYPE_MODES)}."
+        )
+    return options
 
 
 def options_label(options):
@@ -74,11 +110,17 @@ def options_label(options):
     for name, (default, _) in OPTIONS.items():
         value = options.get(name, default)
         if value != default:
-            parts.append(value if isinstance(value, str) else _SHORT_NAMES[name])
+            parts.append(_LABELS[name](value))
     return "+".join(parts)
 
 
-_SHORT_NAMES = {"jit_compile": "xla", "remat": "remat", "chunked_loss": "chunked_loss"}
+_LABELS = {
+    "jit_compile": lambda on: "xla",
+    "mixed_precision": lambda dtype: dtype,
+    "frozen_dtype": lambda dtype: f"frozen_{dtype}",
+    "remat": lambda on: "remat",
+    "chunked_loss": lambda on: "chunked_loss",
+}
 
 
 def set_precision_policy(mixed_precision):
@@ -179,6 +221,8 @@ def options_sweep_runs(mode, rank):
     """`(name, mode, rank, options)`: `mode` plain, then once per lever, that lever alone."""
     runs = [(mode, mode, rank, {})]
     for name in OPTIONS:
-        options = {name: "bfloat16" if name == "mixed_precision" else True}
+        if name == "frozen_dtype" and mode not in FROZEN_DTYPE_MODES:
+            continue  # a mode that cannot honour it is shown without it
+        options = {name: "bfloat16" if name in PRECISION_OPTIONS else True}
         runs.append((f"{mode}+{options_label(options)}", mode, rank, options))
     return runs

@@ -87,6 +87,7 @@ def estimate_training_memory(
     sequence_length,
     weight_dtype_bytes=4,
     compute_dtype_bytes=4,
+    frozen_dtype_bytes=None,
     dropout=True,
     nf4_params=0,
     nf4_bits_per_weight=None,
@@ -104,6 +105,8 @@ def estimate_training_memory(
         total_params: all weights, trainable or not.
         batch_size, sequence_length: the shape of one batch of token ids.
         weight_dtype_bytes: bytes per stored weight (4 for float32).
+        frozen_dtype_bytes: bytes per frozen weight, where they are stored in another dtype
+            than the trained ones (2 for a bfloat16 frozen model); `None`: `weight_dtype_bytes`.
         compute_dtype_bytes: bytes per activation (4 for float32, 2 under mixed precision).
         dropout: whether dropout is active in training (it saves a mask per dropout).
         nf4_params: frozen weights, among `total_params`, stored as NF4 (QLoRA's block
@@ -155,9 +158,14 @@ def estimate_training_memory(
         )
     if nf4_bits_per_weight is None:
         nf4_bits_per_weight = nf4_bits_per_weight_of()
+    if frozen_dtype_bytes is None:
+        frozen_dtype_bytes = weight_dtype_bytes
+    frozen_float_params = total_params - trainable_params - nf4_params
     estimate = {
         "weights": round(
-            (total_params - nf4_params) * weight_dtype_bytes + nf4_params * nf4_bits_per_weight / 8
+            trainable_params * weight_dtype_bytes
+            + frozen_float_params * frozen_dtype_bytes
+            + nf4_params * nf4_bits_per_weight / 8
         ),
         "gradients": trainable_params * weight_dtype_bytes,
         "optimizer_state": ADAMW_SLOTS * trainable_params * weight_dtype_bytes,
@@ -228,7 +236,8 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
     """Estimate the training memory of a KerasHub GPT-2 model, as it is now (LoRA or not).
 
     The architecture comes from the backbone, the trainable and total weight counts from the
-    model's weights (so LoRA, once applied, is counted), the dtypes from its dtype policy.
+    model's weights (so LoRA, once applied, is counted), the dtypes from the backbone's dtype
+    policy and its trainable weights (float32 adapters beside a bfloat16 frozen model).
 
     Args:
         model: a `keras_hub.models.GPT2CausalLM` or `keras_hub.models.GPT2Backbone`.
@@ -251,7 +260,11 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         for layer in lora_layers(backbone).values()
         if isinstance(layer, BaseDoraLayer) and not layer.merged
     ]
-    policy = model.dtype_policy
+    policy = backbone.dtype_policy
+    trained_dtypes = {weight.dtype for weight in backbone.trainable_weights}
+    # Every trained weight shares one dtype: the policy's, or float32 beside half-precision
+    # frozen layers; with none trained, the policy's.
+    trained_dtype = trained_dtypes.pop() if trained_dtypes else policy.variable_dtype
     return estimate_training_memory(
         num_layers=backbone.num_layers,
         hidden_dim=backbone.hidden_dim,
@@ -262,8 +275,9 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         total_params=counts["total"],
         batch_size=batch_size,
         sequence_length=sequence_length,
-        weight_dtype_bytes=_dtype_bytes(policy.variable_dtype),
+        weight_dtype_bytes=_dtype_bytes(trained_dtype),
         compute_dtype_bytes=_dtype_bytes(policy.compute_dtype),
+        frozen_dtype_bytes=_dtype_bytes(policy.variable_dtype),
         dropout=backbone.dropout > 0,
         nf4_params=sum(math.prod(layer.kernel_shape) for layer in nf4),
         nf4_bits_per_weight=nf4_bits_per_weight_of(**nf4_config(backbone).get("nf4", {})),

@@ -1,0 +1,157 @@
+"""The frozen_dtype lever: a half-precision frozen model beside float32 adapters."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, train_losses
+
+import lora_keras as lk
+from lora_keras import cli
+from lora_keras.layers.base_lora_layer import adapter_policy
+from lora_keras.levers.options import (
+    LOSS_TOLERANCE,
+    check_mode_options,
+    check_options,
+    options_label,
+    options_sweep_runs,
+)
+from lora_keras.models.architectures import GPT2_ARCHITECTURES
+
+
+def test_adapters_of_a_half_precision_layer_are_stored_in_float32():
+    lm = make_tiny_lm(dtype="bfloat16")
+    wrappers = lk.apply_lora(lm, rank=2)
+    assert len(wrappers) == 2 * TINY_GPT2["num_layers"]  # query and value of each block
+    for wrapper in wrappers:
+        assert wrapper.original_layer.kernel.dtype == "bfloat16"
+        assert wrapper.lora_kernel_a.dtype == "float32"
+        assert wrapper.lora_kernel_b.dtype == "float32"
+        assert wrapper.compute_dtype == "bfloat16"  # the block's activations stay half
+    assert {variable.dtype for variable in lm.trainable_variables} == {"float32"}
+    x, _ = next_token_dataset()
+    assert lm.backbone(x).dtype == "bfloat16"
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ("bfloat16", "mixed_bfloat16"),
+        ("float16", "mixed_float16"),
+        ("float32", "float32"),
+        ("mixed_bfloat16", "mixed_bfloat16"),  # already float32 variables
+    ],
+)
+def test_adapter_policy(policy, expected):
+    assert adapter_policy(keras.DTypePolicy(policy)).name == expected
+
+
+def test_dora_magnitude_stays_float32_beside_a_bfloat16_layer():
+    lm = make_tiny_lm(dtype="bfloat16")
+    (wrapper, *_) = lk.apply_lora(lm, rank=2, variant="dora")
+    assert wrapper.magnitude.dtype == "float32"
+    assert {variable.dtype for variable in lm.trainable_variables} == {"float32"}
+
+
+def test_a_bfloat16_frozen_model_trains_to_the_float32_loss_within_tolerance():
+    plain_lm = make_tiny_lm()
+    lk.apply_lora(plain_lm, rank=2)
+    plain = train_losses(plain_lm)
+    half_lm = make_tiny_lm(dtype="bfloat16")
+    lk.apply_lora(half_lm, rank=2)
+    half = train_losses(half_lm)
+    assert plain[-1] < plain[0]  # it trained
+    np.testing.assert_allclose(half, plain, rtol=LOSS_TOLERANCE["frozen_dtype"])
+    assert half != plain  # the frozen weights were rounded: not the same run twice
+
+
+def test_the_estimate_counts_frozen_weights_at_their_own_dtype():
+    lm = make_tiny_lm(dtype="bfloat16")
+    lk.apply_lora(lm, rank=2)
+    counts = lk.trainable_summary(lm)
+    estimate = lk.estimate_for_model(lm, batch_size=2, sequence_length=12)
+    frozen = counts["total"] - counts["trainable"]
+    assert estimate["weights"] == counts["trainable"] * 4 + frozen * 2
+    assert estimate["gradients"] == counts["trainable"] * 4  # float32 adapters
+    assert lk.stored_weight_bytes(lm) == estimate["weights"]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"frozen_dtype": "int8"}, "frozen_dtype must be one of"),
+        (
+            {"frozen_dtype": "bfloat16", "mixed_precision": "bfloat16"},
+            "frozen_dtype and mixed_precision cannot both be on",
+        ),
+    ],
+)
+def test_bad_frozen_dtypes_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        check_options(**options)
+
+
+@pytest.mark.parametrize(
+    "mode, why",
+    [
+        ("full", "every weight trains, and AdamW's small updates round away"),
+        ("keras_lora", "Keras's enable_lora stores its LoRA weights in the layer's dtype"),
+        ("qlora", "its trained weights would take the frozen layers' dtype"),
+        ("mixlora", "its trained weights would take the frozen layers' dtype"),
+    ],
+)
+def test_modes_that_cannot_keep_float32_weights_are_refused(mode, why):
+    options = check_options(frozen_dtype="bfloat16")
+    with pytest.raises(ValueError, match=rf"mode '{mode}': {why}.* modes lora, dora"):
+        check_mode_options(mode, options)
+    assert check_mode_options("dora", options) is options
+
+
+def test_a_refused_mode_is_refused_before_any_run(tmp_path):
+    with pytest.raises(ValueError, match=r"--frozen-dtype\) cannot be honoured for mode 'full'"):
+        lk.compare(preset="gpt2_tiny", frozen_dtype="bfloat16", out=str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_label_cli_and_sweep_name_the_frozen_dtype():
+    assert options_label(check_options(frozen_dtype="bfloat16", remat=True)) == (
+        "frozen_bfloat16+remat"
+    )
+    args = cli.build_parser().parse_args(["compare", "--frozen-dtype", "bfloat16"])
+    assert cli._option_arguments(args)["frozen_dtype"] == "bfloat16"
+    assert cli.build_parser().parse_args(["sweep"]).frozen_dtype is None
+    assert "lora+frozen_bfloat16" in [name for name, *_ in options_sweep_runs("lora", 4)]
+    # Full fine-tuning cannot honour it, so its sweep leaves it out rather than fail.
+    assert not any("frozen" in name for name, *_ in options_sweep_runs("full", None))
+
+
+def test_a_frozen_dtype_run_is_recorded(tmp_path, monkeypatch):
+    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "report"
+    lk.compare(
+        preset="gpt2_tiny",
+        weights="random",
+        modes=("lora",),
+        steps=2,
+        batch_size=2,
+        sequence_length=32,
+        rank=2,
+        out=str(out),
+        frozen_dtype="bfloat16",
+        chunked_loss=True,
+        verbose=False,
+    )
+    saved = json.loads((out / "results.json").read_text())
+    (run,) = saved["runs"]
+    assert run["status"] == "ok", run.get("error")
+    assert run["options"] == check_options(frozen_dtype="bfloat16", chunked_loss=True)
+    assert saved["config"]["frozen_dtype"] == "bfloat16"
+    # Query and value of each block: A (hidden x 2) and B (2 x hidden), stored in 4 bytes each;
+    # every frozen weight in 2.
+    shape = GPT2_ARCHITECTURES["gpt2_tiny"]
+    lora_weights = 2 * shape["num_layers"] * 2 * (2 * shape["hidden_dim"])
+    assert run["trainable_params"] == lora_weights
+    frozen = run["total_params"] - lora_weights
+    assert run["stored_weight_bytes"] == frozen * 2 + lora_weights * 4
+    assert "lora r=2 frozen_bfloat16+chunked_loss" in (out / "report.md").read_text()
