@@ -15,8 +15,14 @@ import keras_hub
 import numpy as np
 import pytest
 
-from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
-from lora_keras.data.array_batches import ArrayBatches
+import lora_keras as lk
+from lora_keras.data import (
+    ArrayBatches,
+    embedded_corpus,
+    load_texts,
+    make_lm_datasets,
+    preprocessor_detached,
+)
 from lora_keras.data.optional_tensorflow import check_tfds_installed, optional_tensorflow
 from lora_keras.experiments.train_one import _describe_data
 from lora_keras.models.tokenizer import local_gpt2_tokenizer
@@ -177,16 +183,28 @@ def test_with_tensorflow_fit_stays_kerashubs(lm):
         assert "fit" not in vars(lm)
 
 
+def test_without_tensorflow_the_comparing_process_starts_keras_on_numpy(monkeypatch, tmp_path):
+    monkeypatch.delenv("KERAS_BACKEND")
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *args: None)
+    with pytest.raises(ValueError, match="Unknown backend 'theano'"):
+        lk.compare(preset="gpt2_tiny", weights="random", backend="theano", out=str(tmp_path))
+    assert os.environ["KERAS_BACKEND"] == "numpy"
+    monkeypatch.setenv("KERAS_BACKEND", "jax")
+    with pytest.raises(ValueError, match="Unknown backend 'theano'"):
+        lk.compare(preset="gpt2_tiny", weights="random", backend="theano", out=str(tmp_path))
+    assert os.environ["KERAS_BACKEND"] == "jax"  # what the user chose stays
+
+
 @pytest.mark.large
 def test_a_jax_comparison_runs_where_tensorflow_cannot_be_imported(tmp_path):
     log = tmp_path / "imports.jsonl"
     env = dict(
         os.environ,
-        KERAS_BACKEND="jax",
         PYTHONPATH=os.pathsep.join([BLOCKER, ROOT]),
         LORA_KERAS_IMPORT_LOG=str(log),
         LORA_KERAS_CACHE=str(tmp_path / "cache"),
     )
+    env.pop("KERAS_BACKEND")  # as a JAX user may: Keras's default, TensorFlow, is not there
     command = [sys.executable, "-m", "lora_keras.cli", "compare", "--backend", "jax"]
     command += ["--preset", "gpt2_tiny", "--weights", "random", "--modes", "full,lora"]
     command += ["--steps", "2", "--batch-size", "2", "--sequence-length", "32", "--rank", "2"]
@@ -208,6 +226,9 @@ def test_a_jax_comparison_runs_where_tensorflow_cannot_be_imported(tmp_path):
     # One line a process: the command and its two runs; each was refused TensorFlow and holds none.
     processes = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(processes) == 3
-    assert sum("run_child" in process["argv"][0] for process in processes) == 2
+    runs = [process for process in processes if "run_child" in process["argv"][0]]
+    assert [process["keras_backend"] for process in runs] == ["jax", "jax"]
+    [command_line] = [process for process in processes if process not in runs]
+    assert command_line["keras_backend"] == "numpy"
     for process in processes:
         assert "tensorflow" in process["refused"] and process["held"] == [], process

@@ -60,9 +60,9 @@ def _tokenize(documents, preprocessor, batch_size, tf):
         for i in range(0, len(documents), _TOKENIZE_CHUNK)
     ]
     arrays = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
+    # Every batch full, so every step costs the same and shapes stay static for XLA.
     if tf is None:
         return ArrayBatches(arrays, batch_size)
-    # Every batch full, so every step costs the same and shapes stay static for XLA.
     dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size, drop_remainder=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 

@@ -5,8 +5,9 @@ processes inherit `PYTHONPATH`, so a comparison's runs are blocked too. Every mo
 starts with "tensorflow" (tensorflow, tensorflow_text, tensorflow_datasets...) is then not found,
 as on a machine without them: `import tensorflow` raises `ModuleNotFoundError` and
 `importlib.util.find_spec("tensorflow")` is `None`. When `LORA_KERAS_IMPORT_LOG` names a file,
-each process appends one JSON line to it at exit: its pid, its arguments, the modules it was
-refused and the TensorFlow modules it holds (none, unless something got round the block).
+each process appends one JSON line to it at exit: its pid, its arguments, its KERAS_BACKEND, the
+modules it was refused and the TensorFlow modules it holds (none, unless something got round the
+block).
 """
 
 import atexit
@@ -42,6 +43,7 @@ def _log():
     record = {
         "pid": os.getpid(),
         "argv": sys.argv,
+        "keras_backend": os.environ.get("KERAS_BACKEND"),
         "refused": sorted(_refused),
         "held": sorted(name for name in sys.modules if _blocked(name)),
     }
