@@ -80,7 +80,7 @@ else
     preset=gpt2_base_en
 fi
 
-"$python" - > "$out/environment.txt" 2>&1 <<'PY' || true
+KERAS_BACKEND=jax "$python" - > "$out/environment.txt" 2>&1 <<'PY' || true
 import importlib, platform, subprocess, sys
 print("python", platform.python_version(), platform.machine())
 for name in ("jax", "jaxlib", "torch", "keras", "keras_hub", "numpy", "tokenizers"):
