@@ -25,6 +25,7 @@ from lora_keras.data import (
 )
 from lora_keras.data.optional_tensorflow import check_tfds_installed, optional_tensorflow
 from lora_keras.experiments.train_one import _describe_data
+from lora_keras.models import load_gpt2
 from lora_keras.models.tokenizer import local_gpt2_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,6 +86,28 @@ def test_tensorflow_is_found_here_and_tfds_reports_what_is_missing(monkeypatch):
         ImportError, match="needs tensorflow and tensorflow_datasets, .*Install them"
     ):
         load_texts("reddit_tifu")
+
+
+def test_kerashubs_python_tokenizing_equals_its_tf_data_graph(tmp_path, monkeypatch):
+    """What runs without TensorFlow tokenizes as the tutorial's `fit` does in tf.data."""
+    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path))
+    tf = optional_tensorflow()
+    preprocessor = load_gpt2("gpt2_tiny", weights="random", sequence_length=32).preprocessor
+    documents = embedded_corpus()[:64] + [
+        "  two  spaces\n\nand newlines",
+        "caf\u00e9 na\u00efve \u65e5\u672c",
+        "end <|endoftext|> inside",
+        "short",
+        "it's we'll 123 4567",
+    ]
+    in_python = preprocessor(documents)
+    graph = tf.data.Dataset.from_tensor_slices(documents).batch(len(documents))
+    in_graph = next(iter(graph.map(preprocessor)))
+    keras.tree.map_structure(np.testing.assert_array_equal, in_python, in_graph)
+    x, y, sample_weight = keras.tree.map_structure(np.asarray, in_python)
+    assert x["token_ids"].shape == y.shape == sample_weight.shape == (69, 32)
+    assert x["padding_mask"][:64].all()  # the corpus's documents are cut at 32 tokens
+    assert not sample_weight[-2].all()  # "short" is padded
 
 
 def test_load_texts_gives_lists_without_tensorflow(no_tensorflow, tmp_path):
@@ -208,6 +231,7 @@ def test_a_jax_comparison_runs_where_tensorflow_cannot_be_imported(tmp_path):
     command = [sys.executable, "-m", "lora_keras.cli", "compare", "--backend", "jax"]
     command += ["--preset", "gpt2_tiny", "--weights", "random", "--modes", "full,lora"]
     command += ["--steps", "2", "--batch-size", "2", "--sequence-length", "32", "--rank", "2"]
+    command += ["--sample-prompts", "I like basketball", "--sample-length", "20"]
     out = tmp_path / "report"
     result = subprocess.run(
         [*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=600
@@ -219,6 +243,9 @@ def test_a_jax_comparison_runs_where_tensorflow_cannot_be_imported(tmp_path):
         assert run["status"] == "ok", run.get("error")
         assert len(run["loss"]) == 2
         assert "no TensorFlow: NumPy's shuffle" in run["data_source"]
+        # KerasHub generates without TensorFlow too (its preprocessor's Python path).
+        [sample] = run["samples"]
+        assert sample["text"].startswith("I like basketball")
     assert full["trainable_params"] == full["total_params"]
     # gpt2_tiny: 4 blocks x 2 targets x (128*2 + 2*128) at rank 2, as on TensorFlow.
     assert lora["trainable_params"] == 4 * 2 * (128 * 2 + 2 * 128)
