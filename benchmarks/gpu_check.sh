@@ -51,8 +51,17 @@ site=${GPU_CHECK_SITE:-/tmp/site}
 export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 missing=$("$python" - <<'PY'
 import importlib.util
+
+
+def missing(module):
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:  # google.protobuf, without any google package
+        return True
+
+
 modules = ("keras", "keras_hub", "kagglehub", "kagglesdk", "namex", "optree", "google.protobuf")
-print(" ".join(m for m in modules if importlib.util.find_spec(m.split(".")[0]) is None))
+print(" ".join(module for module in modules if missing(module)))
 PY
 )
 if [ -n "$missing" ]; then
