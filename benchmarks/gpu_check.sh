@@ -5,7 +5,7 @@
 #   bash benchmarks/gpu_check.sh --cpu OUT    # the same steps here on the CPU, gpt2_tiny
 #
 # With the device tool, from the repository root, the wheels carried along (they are ignored by
-# git; 6 MB):
+# git; 5 MB):
 #
 #   run(command='bash benchmarks/gpu_check.sh "$OUT"', carry=[".whl"], timeout_s=450)
 #
@@ -23,7 +23,7 @@
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
 #       --platform manylinux2014_x86_64 -d .whl keras==3.15.1 keras-hub==0.32.0 kagglehub==1.0.2 \
-#       kagglesdk==0.1.28 namex optree protobuf
+#       kagglesdk==0.1.28 namex==0.1.0 optree==0.20.0 protobuf==7.36.2
 #
 # (protobuf: kagglesdk imports it.) TensorFlow is not needed: lora_keras reads the embedded corpus
 # as a list, tokenizes with KerasHub's Python path and feeds NumPy batches (see
