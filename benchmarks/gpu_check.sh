@@ -1,57 +1,144 @@
 #!/usr/bin/env bash
-# The default comparison on one GPU with the JAX backend, in one call of under 5 minutes.
+# The comparison on one GPU, under JAX and torch, without TensorFlow, in one call of about 6 minutes.
 #
-#   bash benchmarks/gpu_check.sh           # on a GPU machine: writes benchmarks/results/compare-gpu-jax
-#   bash benchmarks/gpu_check.sh --cpu     # the same steps on a CPU, tiny model, into a temp folder
+#   bash benchmarks/gpu_check.sh OUT          # GPU machine: gpt2_base_en, random weights
+#   bash benchmarks/gpu_check.sh --cpu OUT    # the same steps here on the CPU, gpt2_tiny
 #
-# A GPU machine may have no network: what it lacks is installed from wheels in `.whl/` (ignored
-# by git), downloaded beforehand on a machine with the network, for the GPU machine's Python and
-# platform (all of requirements.txt and their dependencies):
+# With the device tool, from the repository root, the wheels carried along (they are ignored by
+# git; 5 MB):
 #
-#   pip download -d .whl --only-binary=:all: --python-version 3.11 \
-#       --platform manylinux_2_28_x86_64 -r requirements.txt
+#   run(command='bash benchmarks/gpu_check.sh "$OUT"', carry=[".whl"], timeout_s=450)
 #
-# TensorFlow is among them: lora_keras still needs it under JAX for its data pipeline (tf.data in
-# load_texts and make_lm_datasets, the tokenizer's Dataset check) and for TFDS. The training and
-# the measurement run on JAX.
+# OUT must not hold earlier results; the script writes there:
+#   compare-jax/          --backend jax, modes full,lora,keras_lora (each its own folder with
+#   compare-torch/        --backend torch, modes full,lora           results.json, report.md, plots)
+#   compare-jax-qlora-dora/, compare-jax-jit/   extras, run only while the time budget lasts
+#   environment.txt       GPU, versions;  gpu_check.log  everything printed
+#
+# The GPU machine has Python 3.12, JAX (CUDA), torch (CUDA), numpy, matplotlib, psutil, h5py, rich,
+# absl-py, regex, packaging, ml-dtypes, tokenizers, requests, pyyaml and tqdm, but no Keras,
+# KerasHub, kagglehub, TensorFlow nor network. What lora_keras lacks there is installed from the
+# wheels in .whl/, downloaded beforehand with:
+#
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+#       --platform manylinux2014_x86_64 -d .whl keras==3.15.1 keras-hub==0.32.0 kagglehub==1.0.2 \
+#       kagglesdk==0.1.28 namex==0.1.0 optree==0.20.0 protobuf==7.36.2
+#
+# (protobuf: kagglesdk imports it.) TensorFlow is not needed: lora_keras reads the embedded corpus
+# as a list, tokenizes with KerasHub's Python path and feeds NumPy batches (see
+# lora_keras/data/optional_tensorflow.py). GPU_CHECK_BUDGET_S (default 360) bounds the runs' time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cpu=false
-[ "${1:-}" = "--cpu" ] && cpu=true
-export KERAS_BACKEND=jax PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+cpu=False  # also read by Python below
+if [ "${1:-}" = "--cpu" ]; then
+    cpu=True
+    shift
+fi
+if [ $# -ne 1 ]; then
+    echo "usage: bash $0 [--cpu] OUT   (OUT: a folder for the results; see the top of $0)" >&2
+    exit 2
+fi
+out=$1
+python=${PYTHON:-python3}
+budget=${GPU_CHECK_BUDGET_S:-360}
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+exec > >(tee -a "$out/gpu_check.log") 2>&1
 
-missing=$(python - <<'PY'
+site=${GPU_CHECK_SITE:-/tmp/site}
+export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+missing=$("$python" - <<'PY'
 import importlib.util
-modules = ("jax", "keras", "keras_hub", "tokenizers", "tensorflow", "psutil", "matplotlib", "kagglehub")
-print(" ".join(m for m in modules if importlib.util.find_spec(m) is None))
+
+
+def missing(module):
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:  # google.protobuf, without any google package
+        return True
+
+
+modules = ("keras", "keras_hub", "kagglehub", "kagglesdk", "namex", "optree", "google.protobuf")
+print(" ".join(module for module in modules if missing(module)))
 PY
 )
 if [ -n "$missing" ]; then
-    if [ ! -d .whl ]; then
-        echo "gpu_check: missing Python modules: $missing; no .whl/ folder to install them from" >&2
-        echo "(see the top of $0 for how to prepare it)." >&2
+    if ! ls .whl/*.whl > /dev/null 2>&1; then
+        echo "gpu_check: missing Python modules: $missing; no wheels in .whl/ to install them" >&2
+        echo "from (see the top of $0)." >&2
         exit 2
     fi
-    echo "gpu_check: installing from .whl/ (no network): $missing"
-    python -m pip install --quiet --no-index --find-links .whl -r requirements.txt
+    echo "gpu_check: installing into $site, from .whl/ (no network): $missing"
+    "$python" -m pip install -q --no-index --no-deps --no-compile --upgrade --target "$site" \
+        .whl/*.whl
 fi
 
-if $cpu; then
+if [ "$cpu" = True ]; then
     export JAX_PLATFORMS=cpu
-    settings=(--preset gpt2_tiny --weights random --steps 3 --batch-size 2)
-    out=$(mktemp -d)/compare-cpu-jax
+    preset=gpt2_tiny
 else
-    if ! python -c "import jax, sys; sys.exit(jax.devices()[0].platform != 'gpu')" 2>/dev/null; then
-        echo "gpu_check: JAX sees no GPU (jax.devices(): $(python -c 'import jax; print(jax.devices())' 2>&1 | tail -1))." >&2
-        echo "Install a CUDA build of jax (jax[cuda12]), or run with --cpu to check the steps here." >&2
+    if ! "$python" -c "import jax, sys; sys.exit(jax.devices()[0].platform != 'gpu')" 2>/dev/null
+    then
+        devices=$("$python" -c 'import jax; print(jax.devices())' 2>&1 | tail -1)
+        echo "gpu_check: JAX sees no GPU (jax.devices(): $devices)." >&2
+        echo "Install a CUDA build of jax, or run with --cpu to check the steps here." >&2
         exit 2
     fi
-    settings=()
-    out=benchmarks/results/compare-gpu-jax
+    preset=gpt2_base_en
 fi
 
-# Each run is its own process; 120 s each keeps the call under 5 minutes.
-python -c "import sys; from lora_keras.cli import main; sys.exit(main())" compare \
-    --backend jax --timeout 120 --out "$out" "${settings[@]}"
-echo "gpu_check: results in $out"
+KERAS_BACKEND=jax "$python" - > "$out/environment.txt" 2>&1 <<'PY' || true
+import importlib, platform, subprocess, sys
+print("python", platform.python_version(), platform.machine())
+for name in ("jax", "jaxlib", "torch", "keras", "keras_hub", "numpy", "tokenizers"):
+    try:
+        print(name, importlib.import_module(name).__version__)
+    except ImportError as error:
+        print(name, "not importable:", error)
+print("tensorflow importable:", importlib.util.find_spec("tensorflow") is not None)
+import jax
+print("jax devices:", jax.devices())
+try:
+    print(subprocess.run(["nvidia-smi"], capture_output=True, text=True).stdout)
+except FileNotFoundError:
+    print("no nvidia-smi")
+PY
+cat "$out/environment.txt"
+
+# One comparison a stage, each run in its own process (lora_keras does that) with its own
+# timeout; a stage gets at most its share of what is left of the budget, and is skipped when too
+# little is left. The required stages come first.
+failed=0
+stage() {  # name, backend, most seconds, seconds a run, modes, extra flags...
+    local name=$1 backend=$2 most=$3 per_run=$4 modes=$5
+    shift 5
+    local left=$((budget - SECONDS))
+    local limit=$((most < left ? most : left))
+    if [ "$limit" -lt "$per_run" ]; then
+        echo "gpu_check: $name skipped: ${left} s of the ${budget} s budget left"
+        return
+    fi
+    echo "gpu_check: $name (--backend $backend --modes $modes $*), at most ${limit} s"
+    local status=0
+    timeout --kill-after=20 "$limit" "$python" -m lora_keras.cli compare --preset "$preset" \
+        --weights random --backend "$backend" --modes "$modes" --timeout "$per_run" \
+        --out "$out/$name" "$@" || status=$?
+    echo "gpu_check: $name exit status $status"
+    [ "$status" -eq 0 ] || failed=1
+}
+
+stage compare-jax jax 200 100 full,lora,keras_lora
+if "$python" -c "import torch, sys; sys.exit(not ($cpu or torch.cuda.is_available()))" 2>/dev/null
+then
+    stage compare-torch torch 130 80 full,lora
+else
+    echo "gpu_check: compare-torch skipped: torch is not installed or sees no GPU"
+    [ "$cpu" = True ] || failed=1  # on a CPU, a Python without torch still checks JAX
+fi
+stage compare-jax-qlora-dora jax 120 70 qlora,dora
+stage compare-jax-jit jax 120 90 full,lora --jit-compile
+
+echo "gpu_check: done in ${SECONDS} s; results in $out"
+exit "$failed"

@@ -9,6 +9,7 @@ from lora_keras.lazy import lazy_attributes
 _EXPORTS = {
     "load_adapter": "lora_keras.adapters",
     "save_adapter": "lora_keras.adapters",
+    "ArrayBatches": "lora_keras.data",
     "embedded_corpus": "lora_keras.data",
     "load_texts": "lora_keras.data",
     "make_lm_datasets": "lora_keras.data",
@@ -84,6 +85,7 @@ __all__ = [
     "KNOWN_PRESETS",
     "NF4_VALUES",
     "TARGETS",
+    "ArrayBatches",
     "BaseDoraLayer",
     "BaseLoraLayer",
     "BaseNF4Layer",

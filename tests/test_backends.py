@@ -184,11 +184,19 @@ def test_a_tiny_compare_measures_under_the_asked_backend(tmp_path, monkeypatch, 
     assert f"| backend | {backend} |" in report
 
 
-def test_the_gpu_check_fails_clearly_without_a_gpu():
+def test_the_gpu_check_fails_clearly_without_a_gpu_or_a_folder(tmp_path):
     script = os.path.join(ROOT, "benchmarks", "gpu_check.sh")
-    result = subprocess.run(["bash", script], capture_output=True, text=True)
+    env = dict(os.environ, PYTHON=sys.executable)
+    result = subprocess.run(["bash", script], capture_output=True, text=True, env=env)
     assert result.returncode == 2
-    assert "JAX sees no GPU" in result.stderr and "run with --cpu" in result.stderr
+    assert result.stderr.startswith("usage: bash ") and "[--cpu] OUT" in result.stderr
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", script, str(out)], capture_output=True, text=True, env=env)
+    assert result.returncode == 2
+    # Its output goes to the terminal and to gpu_check.log in the folder.
+    log = (out / "gpu_check.log").read_text()
+    assert "JAX sees no GPU" in log and "run with --cpu" in log
+    assert not (out / "compare-jax").exists()
 
 
 @pytest.mark.parametrize("command", ["compare", "sweep"])

@@ -5,15 +5,19 @@ KerasHub's `Task.fit` maps the attached preprocessor over every batch of every e
 tokenized once, eagerly (KerasHub's Python path, backed by the `tokenizers` library), into
 `(x, y, sample_weight)` batches held in memory. `fit` would tokenize those again, so they are fed
 with the preprocessor detached, the way KerasHub's `Task` documents for preprocessed inputs:
-`with preprocessor_detached(lm): lm.fit(train_ds)`.
+`with preprocessor_detached(lm): lm.fit(train_ds)`. Without TensorFlow (a JAX or torch install)
+the same tokenization runs, and the batches come as `ArrayBatches` instead of a `tf.data.Dataset`.
 """
 
 import contextlib
+import functools
 
 import keras
 import keras_hub
 import numpy as np
-import tensorflow as tf
+
+from lora_keras.data.array_batches import ArrayBatches
+from lora_keras.data.optional_tensorflow import optional_tensorflow
 
 # Documents held in the shuffle buffer: all of the embedded corpus, and for reddit_tifu (79,740
 # documents) a window of about 20 MB of text.
@@ -27,6 +31,7 @@ def preprocessor_detached(lm):
     """Detach `lm.preprocessor` for a block, and put it back after, even on error.
 
     `make_lm_datasets` yields already-tokenized batches; `lm.fit` would tokenize them again.
+    Without TensorFlow, `lm.fit` is Keras's own `fit` in the block, which takes `ArrayBatches`.
 
     Example:
     ```python
@@ -38,21 +43,53 @@ def preprocessor_detached(lm):
     """
     preprocessor = lm.preprocessor
     lm.preprocessor = None
+    if optional_tensorflow() is None:
+        # KerasHub's `fit` turns its input into a tf.data or Grain dataset, and neither is here;
+        # `make_lm_datasets` then gives `ArrayBatches`, already tokenized: Keras's own `fit`.
+        lm.fit = functools.partial(keras.Model.fit, lm)
     try:
         yield lm
     finally:
         lm.preprocessor = preprocessor
+        vars(lm).pop("fit", None)
 
 
-def _tokenize(documents, preprocessor, batch_size):
+def _tokenize(documents, preprocessor, batch_size, tf):
     chunks = [
         keras.tree.map_structure(np.asarray, preprocessor(documents[i : i + _TOKENIZE_CHUNK]))
         for i in range(0, len(documents), _TOKENIZE_CHUNK)
     ]
     arrays = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
     # Every batch full, so every step costs the same and shapes stay static for XLA.
+    if tf is None:
+        return ArrayBatches(arrays, batch_size)
     dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size, drop_remainder=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _documents_tf(texts, tf, needed, seed, shuffle):
+    """The first `needed` documents of `texts` (all for `None`), after tf.data's shuffle."""
+    if not isinstance(texts, tf.data.Dataset):
+        texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), dtype=tf.string))
+    if needed is None and texts.cardinality() == tf.data.INFINITE_CARDINALITY:
+        raise ValueError(
+            "The texts never end (a repeated dataset), so num_batches=None cannot take them all. "
+            "Give num_batches."
+        )
+    if shuffle:
+        texts = texts.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
+    if needed is not None:
+        # Read no further than needed: a large corpus is only tokenized as far as it is used.
+        texts = texts.take(needed)
+    return [text.decode("utf-8") for text in texts.as_numpy_iterator()]
+
+
+def _documents_numpy(texts, needed, seed, shuffle):
+    """The same without TensorFlow: NumPy's shuffle, of all the texts, gives another order."""
+    documents = list(texts)
+    if shuffle:
+        documents = [documents[i] for i in np.random.default_rng(seed).permutation(len(documents))]
+    return documents[:needed]
 
 
 def make_lm_datasets(
@@ -66,7 +103,8 @@ def make_lm_datasets(
 ):
     """Shuffled, tokenized, batched training (and validation) data for a causal LM.
 
-    The texts are shuffled once with `seed` (the same order every epoch and every run), the first
+    The texts are shuffled once with `seed` (the same order every epoch and every run; without
+    TensorFlow, NumPy shuffles them, in another order than tf.data's), the first
     `validation_batches * batch_size` documents are held out for validation, the next
     `num_batches * batch_size` become the training batches, and both are tokenized once with
     `preprocessor` (whose `sequence_length` they take). Each element is
@@ -74,7 +112,8 @@ def make_lm_datasets(
     Fit with the preprocessor detached (see `preprocessor_detached`).
 
     Args:
-        texts: a `tf.data.Dataset` of scalar strings (as from `load_texts`) or a list of strings.
+        texts: a list of strings, or a `tf.data.Dataset` of scalar strings (as from
+            `load_texts`, which gives a list where TensorFlow is not installed).
         preprocessor: a `GPT2CausalLMPreprocessor`, or a `CausalLM` holding one.
         batch_size: int. Documents a batch.
         num_batches: int or `None`. Training batches; `None` takes all the texts give.
@@ -83,7 +122,8 @@ def make_lm_datasets(
         shuffle: bool. `False` keeps the texts' order.
 
     Returns:
-        `(train_ds, val_ds)`; `val_ds` is `None` when `validation_batches` is 0.
+        `(train_ds, val_ds)`: `tf.data.Dataset`s, or `ArrayBatches` where TensorFlow is not
+        installed; `val_ds` is `None` when `validation_batches` is 0.
 
     Example:
     ```python
@@ -101,20 +141,13 @@ def make_lm_datasets(
         )
     if isinstance(preprocessor, keras_hub.models.CausalLM):
         preprocessor = preprocessor.preprocessor
-    if not isinstance(texts, tf.data.Dataset):
-        texts = tf.data.Dataset.from_tensor_slices(tf.constant(list(texts), dtype=tf.string))
-    if num_batches is None and texts.cardinality() == tf.data.INFINITE_CARDINALITY:
-        raise ValueError(
-            "The texts never end (a repeated dataset), so num_batches=None cannot take them all. "
-            "Give num_batches."
-        )
-    if shuffle:
-        texts = texts.shuffle(_SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=False)
     held_out = validation_batches * batch_size
-    if num_batches is not None:
-        # Read no further than needed: a large corpus is only tokenized as far as it is used.
-        texts = texts.take(held_out + num_batches * batch_size)
-    documents = [text.decode("utf-8") for text in texts.as_numpy_iterator()]
+    needed = None if num_batches is None else held_out + num_batches * batch_size
+    tf = optional_tensorflow()
+    if tf is None:
+        documents = _documents_numpy(texts, needed, seed, shuffle)
+    else:
+        documents = _documents_tf(texts, tf, needed, seed, shuffle)
     if not documents:
         raise ValueError("The texts are empty: there is nothing to train on.")
     available = len(documents) // batch_size - validation_batches
@@ -127,8 +160,8 @@ def make_lm_datasets(
             "lower num_batches or batch_size, or give more text."
         )
     train = _tokenize(
-        documents[held_out : held_out + wanted * batch_size], preprocessor, batch_size
+        documents[held_out : held_out + wanted * batch_size], preprocessor, batch_size, tf
     )
     if not validation_batches:
         return train, None
-    return train, _tokenize(documents[:held_out], preprocessor, batch_size)
+    return train, _tokenize(documents[:held_out], preprocessor, batch_size, tf)

@@ -1,10 +1,11 @@
-"""`load_texts`: documents as a `tf.data.Dataset` of strings, from TFDS, files, or the package."""
+"""`load_texts`: documents as a `tf.data.Dataset` of strings (a list without TensorFlow)."""
 
 import json
 import re
 from pathlib import Path
 
 from lora_keras.data.embedded_corpus import embedded_corpus
+from lora_keras.data.optional_tensorflow import check_tfds_installed, optional_tensorflow
 from lora_keras.network import host_reachable
 
 FILE_SUFFIXES = (".txt", ".jsonl")
@@ -79,7 +80,11 @@ def _read_folder(folder, text_field):
 
 
 def load_texts(source, split="train", text_field="text"):
-    """Documents as a `tf.data.Dataset` of scalar `tf.string`.
+    """Documents as a `tf.data.Dataset` of scalar `tf.string`; a list of `str` without TensorFlow.
+
+    Where TensorFlow cannot be imported (a JAX or torch install), "embedded" and paths give
+    their documents as a list of strings, which `make_lm_datasets` and `load_gpt2` take as well;
+    "reddit_tifu" raises `ImportError`.
 
     Args:
         source: one of
@@ -99,8 +104,6 @@ def load_texts(source, split="train", text_field="text"):
     print(next(iter(texts)).numpy()[:60])
     ```
     """
-    import tensorflow as tf
-
     if source == "reddit_tifu":
         return _load_reddit_tifu(split)
     if split != "train":
@@ -109,6 +112,9 @@ def load_texts(source, split="train", text_field="text"):
             "Hold out validation data with make_lm_datasets(..., validation_batches=...)."
         )
     documents = read_documents(source, text_field)
+    tf = optional_tensorflow()
+    if tf is None:
+        return documents
     return tf.data.Dataset.from_tensor_slices(tf.constant(documents, dtype=tf.string))
 
 
@@ -129,7 +135,12 @@ def read_documents(source, text_field="text"):
 
 
 def check_reddit_tifu_available():
-    """Raises `ConnectionError` at once when reddit_tifu is neither downloaded nor downloadable."""
+    """Raises at once when reddit_tifu cannot be loaded here.
+
+    `ImportError` without TensorFlow or TFDS; `ConnectionError` when the documents are neither
+    downloaded nor downloadable.
+    """
+    check_tfds_installed()
     # The host first: asking TFDS whether it is prepared imports TensorFlow (seconds).
     if host_reachable(REDDIT_TIFU_HOST):
         return
@@ -145,9 +156,9 @@ def check_reddit_tifu_available():
 
 
 def _load_reddit_tifu(split):
+    check_reddit_tifu_available()
     import tensorflow_datasets as tfds
 
-    check_reddit_tifu_available()
     try:
         reddit = tfds.load("reddit_tifu", split=split, as_supervised=True)
     except Exception as error:

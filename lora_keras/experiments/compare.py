@@ -7,6 +7,7 @@ accelerator to the children that measure.
 
 import contextlib
 import datetime
+import importlib.util
 import os
 import secrets
 import signal
@@ -348,6 +349,11 @@ def run_experiment(config, runs, sample_prompts, timeout_s, verbose):
             where a run's options differ from the experiment's.
         sample_prompts, timeout_s, verbose: as in `compare`.
     """
+    if importlib.util.find_spec("tensorflow") is None:
+        # Keras starts on TensorFlow unless told otherwise; this process only checks, plans and
+        # reports, so without TensorFlow it takes the NumPy backend, which never holds a GPU.
+        # Each run still trains under its own backend (set in its process).
+        os.environ.setdefault("KERAS_BACKEND", "numpy")
     # Checked here, before any folder or process exists, not in each child after its build.
     check_arguments(config)
     options = check_options(**{name: config.get(name, OPTIONS[name][0]) for name in OPTIONS})

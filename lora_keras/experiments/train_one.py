@@ -67,12 +67,15 @@ def _alpha(spec):
 
 
 def _describe_data(source, texts):
-    documents = int(texts.cardinality())
+    if isinstance(texts, list):  # no TensorFlow here: read as strings, shuffled by NumPy
+        documents, order = len(texts), "; no TensorFlow: NumPy's shuffle, not tf.data's"
+    else:
+        documents, order = int(texts.cardinality()), ""
     if source == "embedded":
-        return f"embedded corpus ({documents:,} documents generated in-package, no download)"
+        return f"embedded corpus ({documents:,} documents generated in-package, no download{order})"
     if source == "reddit_tifu":
         return f"TFDS reddit_tifu ({documents:,} documents)"
-    return f"local text {source} ({documents:,} documents)"
+    return f"local text {source} ({documents:,} documents{order})"
 
 
 def _samples(lm, prompts, max_length):

@@ -10,10 +10,10 @@ the texts and the vocabulary size.
 import hashlib
 import json
 import os
+import sys
 from pathlib import Path
 
 import keras_hub
-import tensorflow as tf
 from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
 from lora_keras.io_utils import atomic_write_text
@@ -27,7 +27,9 @@ def cache_dir():
 
 
 def _as_strings(texts):
-    if isinstance(texts, tf.data.Dataset):
+    # A `tf.data.Dataset` exists only once TensorFlow is imported; without it, texts are a list.
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and isinstance(texts, tf.data.Dataset):
         texts = texts.as_numpy_iterator()
     return [text.decode("utf-8") if isinstance(text, bytes) else str(text) for text in texts]
 
