@@ -10,9 +10,10 @@
 #   run(command='bash benchmarks/gpu_check.sh "$OUT"', carry=[".whl"], timeout_s=450)
 #
 # OUT must not hold earlier results; the script writes there:
-#   compare-jax/          --backend jax, modes full,lora,keras_lora (each its own folder with
-#   compare-torch/        --backend torch, modes full,lora           results.json, report.md, plots)
-#   compare-jax-qlora-dora/, compare-jax-jit/   extras, run only while the time budget lasts
+#   compare-jax-xla/      --backend jax --jit-compile, modes full,lora,keras_lora (each its own
+#   compare-torch/        --backend torch, modes full,lora,keras_lora  folder with results.json,
+#   levers-torch/         torch, lora,dora --frozen-dtype bfloat16 --remat --chunked-loss
+#   compare-jax-qlora-dora/, levers-jax-xla/   extras, run only while the time budget lasts
 #   environment.txt       GPU, versions;  gpu_check.log  everything printed
 #
 # The GPU machine has Python 3.12, JAX (CUDA), torch (CUDA), numpy, matplotlib, psutil, h5py, rich,
@@ -129,16 +130,18 @@ stage() {  # name, backend, most seconds, seconds a run, modes, extra flags...
     [ "$status" -eq 0 ] || failed=1
 }
 
-stage compare-jax jax 200 100 full,lora,keras_lora
+# JAX compiles its steps with XLA (Keras's own default there); compare's default is off.
+stage compare-jax-xla jax 200 100 full,lora,keras_lora --jit-compile
 if "$python" -c "import torch, sys; sys.exit(not ($cpu or torch.cuda.is_available()))" 2>/dev/null
 then
-    stage compare-torch torch 130 80 full,lora
+    stage compare-torch torch 130 80 full,lora,keras_lora
+    stage levers-torch torch 100 60 lora,dora --frozen-dtype bfloat16 --remat --chunked-loss
 else
     echo "gpu_check: compare-torch skipped: torch is not installed or sees no GPU"
     [ "$cpu" = True ] || failed=1  # on a CPU, a Python without torch still checks JAX
 fi
-stage compare-jax-qlora-dora jax 120 70 qlora,dora
-stage compare-jax-jit jax 120 90 full,lora --jit-compile
+stage compare-jax-qlora-dora jax 120 70 qlora,dora --jit-compile
+stage levers-jax-xla jax 100 70 lora --frozen-dtype bfloat16 --chunked-loss --jit-compile
 
 echo "gpu_check: done in ${SECONDS} s; results in $out"
 exit "$failed"

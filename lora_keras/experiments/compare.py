@@ -304,8 +304,7 @@ def compare(
         timeout_s: stop a run that takes longer than this.
         text_field: the field of a `.jsonl` record that holds its text.
         jit_compile, mixed_precision, frozen_dtype, remat, chunked_loss: the levers of every
-            run (see
-            `lora_keras.levers.options.OPTIONS`).
+            run (see `lora_keras.levers.options.OPTIONS`).
         options_sweep: also train each mode once more per lever, that lever on alone
             (mixed precision as bfloat16), so the report shows each lever's effect.
         verbose: 0 shows nothing of the runs, 1 (or True) their output without the runtimes'
