@@ -28,7 +28,8 @@
 #
 # (protobuf: kagglesdk imports it.) TensorFlow is not needed: lora_keras reads the embedded corpus
 # as a list, tokenizes with KerasHub's Python path and feeds NumPy batches (see
-# lora_keras/data/optional_tensorflow.py). GPU_CHECK_BUDGET_S (default 360) bounds the runs' time.
+# lora_keras/data/optional_tensorflow.py). GPU_CHECK_BUDGET_S (default 360) bounds the runs' time;
+# GPU_CHECK_STAGES="compare-torch levers-torch" runs only the stages named (a rerun).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -115,6 +116,9 @@ failed=0
 stage() {  # name, backend, most seconds, seconds a run, modes, extra flags...
     local name=$1 backend=$2 most=$3 per_run=$4 modes=$5
     shift 5
+    if [ -n "${GPU_CHECK_STAGES:-}" ] && [[ " $GPU_CHECK_STAGES " != *" $name "* ]]; then
+        return  # not among the stages asked for
+    fi
     local left=$((budget - SECONDS))
     local limit=$((most < left ? most : left))
     if [ "$limit" -lt "$per_run" ]; then

@@ -56,7 +56,9 @@ def preprocessor_detached(lm):
 
 def _tokenize(documents, preprocessor, batch_size, tf):
     chunks = [
-        keras.tree.map_structure(np.asarray, preprocessor(documents[i : i + _TOKENIZE_CHUNK]))
+        keras.tree.map_structure(
+            keras.ops.convert_to_numpy, preprocessor(documents[i : i + _TOKENIZE_CHUNK])
+        )
         for i in range(0, len(documents), _TOKENIZE_CHUNK)
     ]
     arrays = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
