@@ -6,7 +6,7 @@ AdamW, each configuration in its own process on the one runner (`run_experiment`
 LoRA plain, with each lever alone, and with the candidate combinations for the two goals. The
 report (report.md, levers.png, memory.png...) is drawn from results.json alone.
 
-    python benchmarks/levers.py --out benchmarks/results/levers-cpu      # ~30 min, 2-core CPU
+    python benchmarks/levers.py --out benchmarks/results/levers-cpu      # ~8 min, 2-core CPU
     python benchmarks/levers.py --preset gpt2_tiny --steps 3 --out /tmp/levers   # a check
 """
 

@@ -79,14 +79,16 @@ def _vs_lora(runs):
     ]
 
 
-def _compare_section(folder):
+def _compare_section(folder, level="###"):
     results = json.loads((folder / "results.json").read_text())
     env, config = results["environment"], results["config"]
     finished = [run for run in results["runs"] if run["status"] == "ok"]
-    # A column every run leaves empty (stored weights before QLoRA existed) says nothing.
+    # A column every run leaves empty (stored weights before QLoRA existed) says nothing; the
+    # status only where a run did not finish.
+    shown = COLUMNS if len(finished) == len(results["runs"]) else ("run", "status", *COLUMNS[1:])
     columns = [
         column
-        for column in COLUMNS
+        for column in shown
         if any(
             cells[SUMMARY_COLUMNS.index(column)] != "n/a"
             for cells in summary_cells(results["runs"])
@@ -109,7 +111,7 @@ def _compare_section(folder):
     goals = goals_section(results["runs"])
     return "\n".join(
         [
-            f"### `{_command(config, relative)} ({results['created']})",
+            f"{level} `{_command(config, relative)} ({results['created']})",
             "",
             f"{env.get('device')}, {env.get('backend')} {env.get('backend_version')}, "
             f"keras {env.get('keras_version')}; {env.get('weights_source')}; "
@@ -193,17 +195,43 @@ def _same_comparison(folders):
     return [group for group in groups.values() if len(group) > 1]
 
 
+def _results(folder):
+    return json.loads((folder / "results.json").read_text())
+
+
+def _device(folder):
+    return _results(folder)["environment"].get("device", "")
+
+
+def _in_progress(folder):
+    """A comparison still running (or stopped mid-way) has runs not yet started or running."""
+    return any(run["status"] in ("running", "not started") for run in _results(folder)["runs"])
+
+
 def main():
     folders = [path.parent for path in sorted(RESULTS.glob("*/results.json"))]
+    for folder in [folder for folder in folders if _in_progress(folder)]:
+        print(f"{folder.relative_to(ROOT)}: left out, its runs have not all ended")
+        folders.remove(folder)
     groups = _same_comparison(folders)
     # A comparison measured under several backends: the first folder's full section, then the
     # side-by-side table, which links every backend's report.
     grouped_later = {folder for group in groups for folder in group[1:]}
-    sections = []
-    for folder in folders:
+    sections, devices = [], set()
+    # The CPU's sections first; then each GPU's in the order they were measured, under a
+    # heading of their own.
+    on_gpu = sorted(
+        (folder for folder in folders if _device(folder).startswith("GPU")),
+        key=lambda folder: _results(folder)["created"],
+    )
+    for folder in [folder for folder in folders if folder not in on_gpu] + on_gpu:
         if folder in grouped_later:
             continue
-        sections.append(_compare_section(folder))
+        device = _device(folder)
+        if folder in on_gpu and device not in devices:
+            sections.append(f"### On one GPU: {device.removeprefix('GPU: ')}")
+        devices.add(device)
+        sections.append(_compare_section(folder, "####" if folder in on_gpu else "###"))
         sections += [_backends_section(group) for group in groups if group[0] == folder]
     readme = (ROOT / "README.md").read_text()
     head, rest = readme.split(START)

@@ -342,7 +342,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("lora-keras: interrupted by SIGINT before any run started", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, ConnectionError, ImportError) as error:
         print(f"lora-keras: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except OSError as error:

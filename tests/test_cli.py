@@ -208,6 +208,22 @@ def test_offline_reddit_tifu_is_bad_input(tmp_path, capsys, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_reddit_tifu_without_tensorflow_datasets_is_bad_input(tmp_path, capsys, monkeypatch):
+    optional = importlib.import_module("lora_keras.data.optional_tensorflow")
+    monkeypatch.chdir(tmp_path)
+    found = optional.importlib.util.find_spec
+    monkeypatch.setattr(
+        optional.importlib.util,
+        "find_spec",
+        lambda name, *args: None if name == "tensorflow_datasets" else found(name, *args),
+    )
+    assert cli.main(["compare", *TINY, "--data", "reddit_tifu"]) == cli.EXIT_BAD_INPUT
+    error = capsys.readouterr().err
+    assert "lora-keras: error: TFDS reddit_tifu needs tensorflow_datasets" in error
+    assert "pip install tensorflow-datasets" in error and "Traceback" not in error
+    assert os.listdir(tmp_path) == []
+
+
 def test_offline_pretrained_weights_are_bad_input(capsys, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("lora_keras.models.pretrained_reachable", lambda: False)

@@ -460,3 +460,19 @@ def test_bad_mixlora_settings_are_refused_without_starting_keras():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("RESULT False mixlora= top_k must be 1 to 8"), out.stdout
+
+
+def test_the_environment_names_the_commit_that_measured(monkeypatch):
+    from lora_keras.experiments import environment
+
+    here = subprocess.run(
+        ["git", "-C", os.path.dirname(environment.__file__), "describe", "--always", "--dirty"],
+        capture_output=True,
+        text=True,
+    )
+    if here.returncode != 0:
+        pytest.skip("not run from a git checkout")
+    assert environment._source_commit() == here.stdout.strip() != ""
+    refused = subprocess.CompletedProcess([], 128, stdout="", stderr="not a git repository")
+    monkeypatch.setattr(environment.subprocess, "run", lambda *args, **kwargs: refused)
+    assert environment._source_commit() is None

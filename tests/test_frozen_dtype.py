@@ -5,7 +5,15 @@ import json
 import keras
 import numpy as np
 import pytest
-from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, train_losses
+from conftest import (
+    TINY_GPT2,
+    make_tiny_lm,
+    next_token_dataset,
+    randomize_lora_b,
+    token_batch,
+    train_losses,
+)
+from keras.ops import convert_to_numpy as to_numpy
 
 import lora_keras as lk
 from lora_keras import cli
@@ -14,6 +22,7 @@ from lora_keras.levers.options import (
     LOSS_TOLERANCE,
     check_mode_options,
     check_options,
+    loss_scaled,
     options_label,
     options_sweep_runs,
 )
@@ -155,3 +164,89 @@ def test_a_frozen_dtype_run_is_recorded(tmp_path, monkeypatch):
     frozen = run["total_params"] - lora_weights
     assert run["stored_weight_bytes"] == frozen * 2 + lora_weights * 4
     assert "lora r=2 frozen_bfloat16+chunked_loss" in (out / "report.md").read_text()
+
+
+def test_a_float16_frozen_model_scales_its_loss_as_mixed_float16_does():
+    sgd = keras.optimizers.SGD(0.1)
+    scaled = loss_scaled(sgd, check_options(frozen_dtype="float16"))
+    assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
+    assert scaled.inner_optimizer is sgd
+    # bfloat16 has float32's exponent range: nothing to scale.
+    assert loss_scaled(sgd, check_options(frozen_dtype="bfloat16")) is sgd
+    assert loss_scaled(sgd, check_options()) is sgd
+
+
+def half_lora_lm(variant="lora"):
+    """Tiny GPT-2 in bfloat16 with trained-looking float32 adapters."""
+    lm = make_tiny_lm(dtype="bfloat16")
+    randomize_lora_b(lk.apply_lora(lm, rank=2, variant=variant))
+    return lm
+
+
+def test_merge_adds_in_float32_and_unmerge_is_within_bfloat16_rounding():
+    lm = half_lora_lm()
+    x = token_batch()
+    expected = to_numpy(lm(x))
+    layers = lk.lora_layers(lm).values()
+    kernels = [to_numpy(layer.original_layer.kernel).astype("float32") for layer in layers]
+    updates = [to_numpy(layer.delta_kernel()) for layer in layers]
+    lk.merge_lora(lm)
+    for layer, kernel, update in zip(layers, kernels, updates, strict=True):
+        merged = to_numpy(layer.original_layer.kernel).astype("float32")
+        # W + update, summed in float32 and rounded once to bfloat16's 8 bits.
+        np.testing.assert_array_less(
+            np.abs(merged - (kernel + update)), 2**-8 * np.abs(kernel + update) + 1e-30
+        )
+    np.testing.assert_allclose(to_numpy(lm(x)), expected, rtol=0.05, atol=0.05)
+    lk.unmerge_lora(lm)
+    for layer, kernel, update in zip(layers, kernels, updates, strict=True):
+        unmerged = to_numpy(layer.original_layer.kernel)
+        assert unmerged.dtype == "bfloat16"
+        # Two roundings: the merged kernel's, to 8 bits of W + update, then W's own.
+        bound = 2**-8 * (np.abs(kernel + update) + np.abs(kernel)) + 1e-30
+        np.testing.assert_array_less(np.abs(unmerged.astype("float32") - kernel), bound)
+
+
+def test_a_bfloat16_lora_model_survives_a_keras_file_and_an_adapter_file(tmp_path):
+    lm = half_lora_lm()
+    x = token_batch()
+    expected = to_numpy(lm(x))
+    lm.save(tmp_path / "half.keras")
+    restored = keras.saving.load_model(tmp_path / "half.keras")
+    assert {v.dtype for v in restored.trainable_variables} == {"float32"}
+    np.testing.assert_array_equal(to_numpy(restored(x)), expected)
+    lk.save_adapter(lm, tmp_path / "half.lora.h5")
+    fresh = make_tiny_lm(dtype="bfloat16")
+    lk.load_adapter(fresh, tmp_path / "half.lora.h5")
+    np.testing.assert_array_equal(to_numpy(fresh(x)), expected)
+
+
+def test_dora_beside_a_bfloat16_kernel_starts_as_a_no_op_and_trains_like_float32():
+    lm = make_tiny_lm(dtype="bfloat16")
+    (dora, *_) = lk.apply_lora(lm, rank=2, variant="dora")
+    hidden = keras.random.normal((2, 12, TINY_GPT2["hidden_dim"]), seed=1, dtype="bfloat16")
+    # m = ||W|| and ||V|| are both taken in float32 from the same W, so m / ||V|| is 1 but for
+    # m's autocast to bfloat16 in the call: the output moves by at most that rounding.
+    before = to_numpy(dora.original_layer(hidden)).astype("float32")
+    after = to_numpy(dora(hidden)).astype("float32")
+    np.testing.assert_array_less(np.abs(after - before), 2**-6 * np.abs(before) + 1e-30)
+    plain_lm = make_tiny_lm()
+    lk.apply_lora(plain_lm, rank=2, variant="dora")
+    np.testing.assert_allclose(
+        train_losses(lm), train_losses(plain_lm), rtol=LOSS_TOLERANCE["frozen_dtype"]
+    )
+
+
+def test_a_float16_frozen_model_trains_with_its_loss_scaled():
+    lm = make_tiny_lm(dtype="float16")
+    lk.apply_lora(lm, rank=2)
+    losses = train_losses(lm)
+    assert np.isfinite(losses).all() and losses[-1] < losses[0]
+
+
+def test_a_swept_precision_lever_replaces_the_experiments_own():
+    experiment = check_options(mixed_precision="bfloat16")
+    for name, _, _, own in options_sweep_runs("lora", 4):
+        options = check_options(**dict(experiment, **own))  # no clash, whichever is swept
+        if name == "lora+frozen_bfloat16":
+            assert options["frozen_dtype"] == "bfloat16" and options["mixed_precision"] is None

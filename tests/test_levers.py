@@ -421,3 +421,9 @@ def test_goals_also_name_the_best_in_float32_when_a_precision_option_wins():
     assert "- speed, float32 throughout: lora r=4 steps in 2.000 s, 1.00x" in goals
     # With no precision option among the runs, one line each.
     assert "float32 throughout" not in goals_section([full, plain, remat, peer])
+    # The float32 line only for the goal whose winner lowers precision: here memory, not speed.
+    slow_half = synthetic_run("lora", 3.0, 11.0, 300, 4.01, frozen_dtype="bfloat16")
+    goals = goals_section([full, plain, remat, slow_half, peer])
+    assert "- memory, float32 throughout: lora r=4 remat" in goals
+    assert "speed, float32 throughout" not in goals
+    assert "- speed: lora r=4 steps in 2.000 s" in goals

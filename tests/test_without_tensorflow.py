@@ -259,3 +259,25 @@ def test_a_jax_comparison_runs_where_tensorflow_cannot_be_imported(tmp_path):
     assert command_line["keras_backend"] == "numpy"
     for process in processes:
         assert "tensorflow" in process["refused"] and process["held"] == [], process
+
+
+@pytest.mark.parametrize(
+    "arrays, batch_size, message",
+    [
+        ((np.zeros((8, 2)), np.zeros(8)), 0, "batch_size must be an integer of at least 1, got 0"),
+        ((np.zeros((8, 2)), np.zeros(8)), 2.5, "batch_size must be an integer of at least 1"),
+        ((np.zeros((8, 2)), np.zeros(7)), 4, r"same first dimension \(rows\), got \[7, 8\]"),
+    ],
+)
+def test_array_batches_refuse_a_bad_batch_size_or_ragged_arrays(arrays, batch_size, message):
+    with pytest.raises(ValueError, match=message):
+        ArrayBatches(arrays, batch_size)
+
+
+def test_nested_detached_blocks_keep_the_outer_fit(lm, no_tensorflow):
+    with preprocessor_detached(lm):
+        outer = lm.fit
+        with preprocessor_detached(lm):
+            assert lm.fit.func is keras.Model.fit
+        assert lm.fit is outer  # the inner block's exit left the outer's in place
+    assert "fit" not in vars(lm)

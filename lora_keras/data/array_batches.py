@@ -27,9 +27,16 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __init__(self, arrays, batch_size, **kwargs):
         super().__init__(**kwargs)
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer of at least 1, got {batch_size!r}.")
+        rows = {len(array) for array in keras.tree.flatten(arrays)}
+        if len(rows) != 1:
+            raise ValueError(
+                f"The arrays must all have the same first dimension (rows), got {sorted(rows)}."
+            )
         self.arrays = arrays
-        self.batch_size = batch_size
-        self._rows = len(keras.tree.flatten(arrays)[0])
+        self.batch_size = int(batch_size)
+        self._rows = rows.pop()
 
     def __len__(self):
         return self._rows // self.batch_size

@@ -43,6 +43,7 @@ def preprocessor_detached(lm):
     """
     preprocessor = lm.preprocessor
     lm.preprocessor = None
+    own_fit = vars(lm).get("fit")  # an enclosing block's, put back on the way out
     if optional_tensorflow() is None:
         # KerasHub's `fit` turns its input into a tf.data or Grain dataset, and neither is here;
         # `make_lm_datasets` then gives `ArrayBatches`, already tokenized: Keras's own `fit`.
@@ -52,6 +53,8 @@ def preprocessor_detached(lm):
     finally:
         lm.preprocessor = preprocessor
         vars(lm).pop("fit", None)
+        if own_fit is not None:
+            lm.fit = own_fit
 
 
 def _tokenize(documents, preprocessor, batch_size, tf):

@@ -2,6 +2,7 @@
 
 import os
 import platform
+import subprocess
 import sys
 
 
@@ -38,6 +39,23 @@ def _backend_version():
     return sys.modules[module].__version__ if module in sys.modules else None
 
 
+def _source_commit():
+    """`git describe --always --dirty` of the checkout lora_keras runs from; None outside one."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        described = subprocess.run(
+            ["git", "-C", package, "describe", "--always", "--dirty"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None  # no git here
+    if described.returncode != 0:
+        return None  # not a git checkout (an installed wheel)
+    return described.stdout.strip()
+
+
 def describe_environment():
     """The backend, library versions and device of this process, for results.json."""
     import keras
@@ -52,4 +70,5 @@ def describe_environment():
         "platform": platform.platform(),
         "device": _device_name(),
         "cpu_count": os.cpu_count(),
+        "source_commit": _source_commit(),  # the code that measured, where it is a git checkout
     }

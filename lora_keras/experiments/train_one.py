@@ -168,7 +168,8 @@ def train_one(spec):
     else:
         model, loss = lm, {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
     model.compile(
-        optimizer=tutorial_optimizer(spec["learning_rate"]),  # the same for every mode
+        # The same for every mode; with a float16 frozen model, its loss scaled.
+        optimizer=levers.loss_scaled(tutorial_optimizer(spec["learning_rate"]), options),
         jit_compile=options["jit_compile"],
         **loss,
     )

@@ -2,7 +2,7 @@
 
 from keras import ops
 
-from lora_keras.layers.base_lora_layer import BaseLoraLayer
+from lora_keras.layers.base_lora_layer import BaseLoraLayer, widened
 from lora_keras.layers.dora_math import column_norm, magnitude_scale
 
 
@@ -51,7 +51,8 @@ class BaseDoraLayer(BaseLoraLayer):
                 f"outputs have them; layer '{self.original_layer.name}' computes "
                 f"'{equations.base}'. Use variant='lora' for this layer."
             )
-        norm = column_norm(self.original_layer.kernel, len(equations.input_dims))
+        # In float32, as the forward pass takes `||V||`: so the layer starts as a no-op.
+        norm = column_norm(widened(self.original_layer.kernel), len(equations.input_dims))
         self.magnitude = self.add_weight(
             name="magnitude",
             shape=equations.output_dims,
@@ -68,17 +69,20 @@ class BaseDoraLayer(BaseLoraLayer):
         )
 
     def _adapt(self, outputs, inputs, training):
-        kernel = self.original_layer.kernel
-        # Detached before the norm: nothing kernel-sized is kept for the backward pass.
-        adapted_kernel = ops.stop_gradient(
-            ops.add(kernel, ops.cast(self.delta_kernel(), kernel.dtype))
-        )
+        # Detached before the norm: nothing kernel-sized is kept for the backward pass. The
+        # norm is of the float32 sum, which a half-precision kernel would round.
+        adapted_kernel = ops.stop_gradient(self._adapted_kernel())
         scale = self._adapted_scale(adapted_kernel)
+        adapted = super()._adapt(outputs, inputs, training)
         # The output axes are last: the (output units) scale broadcasts over batch and sequence.
-        return ops.multiply(super()._adapt(outputs, inputs, training), scale)
+        return ops.multiply(adapted, ops.cast(scale, adapted.dtype))
+
+    def _adapted_kernel(self):
+        """`W + scaling * A @ B`, in float32 for a half-precision kernel."""
+        return super()._merged_kernel(self.original_layer.kernel)
 
     def _merged_kernel(self, kernel):
-        adapted_kernel = super()._merged_kernel(kernel)
+        adapted_kernel = super()._merged_kernel(kernel)  # float32 for a half-precision kernel
         norm = column_norm(adapted_kernel, len(self.equations.input_dims))
         # Kept for `unmerge`: the merged kernel alone cannot tell it.
         self.merged_norm.assign(norm)

@@ -23,6 +23,15 @@ def adapter_policy(policy):
     return policy
 
 
+def widened(kernel):
+    """`kernel` in float32 when it is stored in half precision, else as it is.
+
+    Sums with the update are taken in float32: in bfloat16 an update below about 1/256 of a
+    weight would round away before it reached the kernel (or DoRA's norm).
+    """
+    return ops.cast(kernel, "float32") if kernel.dtype in HALF_DTYPES else kernel
+
+
 class BaseLoraLayer(keras.layers.Layer):
     """Wraps a frozen projection and adds a trainable low-rank update to it.
 
@@ -186,7 +195,11 @@ class BaseLoraLayer(keras.layers.Layer):
         return ops.einsum(self.equations.a_times_b, scaled_a, self.lora_kernel_b)
 
     def merge(self):
-        """Folds the update into the frozen kernel; `call` then skips the branch."""
+        """Folds the update into the frozen kernel; `call` then skips the branch.
+
+        A float16 or bfloat16 kernel stores `W + scaling * A @ B` rounded to its dtype, so
+        `unmerge` gives `W` back within that rounding (exactly in float32).
+        """
         if self.merged:
             raise ValueError(
                 f"Layer '{self.name}' is already merged: call `unmerge()` before merging again."
@@ -205,10 +218,12 @@ class BaseLoraLayer(keras.layers.Layer):
 
     def _merged_kernel(self, kernel):
         """The kernel that computes the adapted layer alone: `W + scaling * A @ B`."""
+        kernel = widened(kernel)
         return ops.add(kernel, ops.cast(self.delta_kernel(), kernel.dtype))
 
     def _unmerged_kernel(self, merged_kernel):
         """The frozen kernel `W` again, from what `_merged_kernel` returned."""
+        merged_kernel = widened(merged_kernel)
         return ops.subtract(merged_kernel, ops.cast(self.delta_kernel(), merged_kernel.dtype))
 
     def compute_output_shape(self, input_shape):

@@ -94,7 +94,8 @@ def check_mode_options(mode, options):
     if options.get("frozen_dtype") and mode not in FROZEN_DTYPE_MODES:
         why = {
             "full": "every weight trains, and AdamW's small updates round away in 8 or 11 "
-            "mantissa bits: use mixed_precision (--mixed-precision), which keeps them float32",
+            "mantissa bits: use mixed_precision (--mixed-precision), which keeps them float32, "
+            "or leave full out (--modes; sweep's --with-full)",
             "keras_lora": "Keras's enable_lora stores its LoRA weights in the layer's dtype",
         }.get(mode, "its trained weights would take the frozen layers' dtype")
         raise ValueError(
@@ -134,6 +135,19 @@ def set_precision_policy(mixed_precision):
 
     if mixed_precision is not None:
         keras.config.set_dtype_policy(f"mixed_{mixed_precision}")
+
+
+def loss_scaled(optimizer, options):
+    """`optimizer`, in Keras's `LossScaleOptimizer` where the backward pass runs in float16.
+
+    Keras wraps it itself under the `mixed_float16` policy; a float16 frozen model's gradients
+    also flow back through float16 activations, where small ones would flush to zero unscaled.
+    """
+    import keras
+
+    if options["frozen_dtype"] == "float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
 
 
 def rematerialise_blocks(backbone):
@@ -223,6 +237,9 @@ def options_sweep_runs(mode, rank):
     for name in OPTIONS:
         if name == "frozen_dtype" and mode not in FROZEN_DTYPE_MODES:
             continue  # a mode that cannot honour it is shown without it
-        options = {name: "bfloat16" if name in PRECISION_OPTIONS else True}
+        options = {name: True}
+        if name in PRECISION_OPTIONS:
+            # bfloat16 alone: the experiment's own precision option would clash with it.
+            options = {other: None for other in PRECISION_OPTIONS} | {name: "bfloat16"}
         runs.append((f"{mode}+{options_label(options)}", mode, rank, options))
     return runs

@@ -261,10 +261,12 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         if isinstance(layer, BaseDoraLayer) and not layer.merged
     ]
     policy = backbone.dtype_policy
-    trained_dtypes = {weight.dtype for weight in backbone.trainable_weights}
-    # Every trained weight shares one dtype: the policy's, or float32 beside half-precision
-    # frozen layers; with none trained, the policy's.
-    trained_dtype = trained_dtypes.pop() if trained_dtypes else policy.variable_dtype
+    # The policy's, or float32 for the adapters beside half-precision frozen layers; where
+    # trained weights differ in dtype, the widest, so the estimate errs high, never low.
+    trained_dtype = max(
+        {weight.dtype for weight in backbone.trainable_weights} or {policy.variable_dtype},
+        key=_dtype_bytes,
+    )
     return estimate_training_memory(
         num_layers=backbone.num_layers,
         hidden_dim=backbone.hidden_dim,

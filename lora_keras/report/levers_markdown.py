@@ -4,6 +4,7 @@ Every number is read from `results.json`; a run's baseline is the run of the sam
 rank with every option at its default (`plain_run`).
 """
 
+import functools
 import math
 
 from lora_keras.levers.options import LOSS_TOLERANCE, OPTIONS, PRECISION_OPTIONS, options_label
@@ -111,33 +112,48 @@ def goals_section(runs):
     )
     if not lora or (full is None and peer is None):
         return None
-    # The best with float32 arithmetic is said too when a precision option won.
-    candidates = {"": lora, ", float32 throughout": [r for r in lora if not _lowers_precision(r)]}
+    float32 = [run for run in lora if not _lowers_precision(run)]
     lines = []
-    for kind, runs_of_kind in candidates.items():
-        if full is not None and runs_of_kind:
-            best = min(runs_of_kind, key=lambda run: run["peak_memory_bytes"])
-            ratio = best["peak_memory_bytes"] / full["peak_memory_bytes"]
-            lines.append(
-                f"- memory{kind}: {run_label(best)} peaks at "
-                f"{format_bytes(best['peak_memory_bytes'])}, {ratio:.2f}x full fine-tuning's "
-                f"{format_bytes(full['peak_memory_bytes'])} (goal <= {MEMORY_GOAL:.2f}x: "
-                f"{'met' if ratio <= MEMORY_GOAL else 'not met'})"
-                + _loss_words(best, plain_run(runs, best))
-            )
-        if peer is not None and runs_of_kind:
-            best = min(runs_of_kind, key=lambda run: run["step_time_s"])
-            ratio = best["step_time_s"] / peer["step_time_s"]
-            lines.append(
-                f"- speed{kind}: {run_label(best)} steps in {best['step_time_s']:.3f} s, "
-                f"{ratio:.2f}x Keras's built-in LoRA's {peer['step_time_s']:.3f} s (goal <= "
-                f"{SPEED_GOAL:.2f}x: {'met' if ratio <= SPEED_GOAL else 'not met'}); its first "
-                f"step took {best['first_step_s']:.1f} s against {peer['first_step_s']:.1f} s"
-                + _loss_words(best, plain_run(runs, best))
-            )
-        if not any(_lowers_precision(run) for run in lora):
-            break  # the best are already float32 throughout
+    if full is not None:
+        memory = functools.partial(_memory_line, full=full, runs=runs)
+        lines += _best_lines(lora, float32, "peak_memory_bytes", memory)
+    if peer is not None:
+        speed = functools.partial(_speed_line, peer=peer, runs=runs)
+        lines += _best_lines(lora, float32, "step_time_s", speed)
     return "## Goals\n\n" + "\n".join(lines)
+
+
+def _best_lines(lora, float32, field, line):
+    """The best LoRA run's line by `field`; and the best float32 run's, when they differ in that.
+
+    `line(run, kind)` writes a run's line; `kind` names the float32 line.
+    """
+    best = min(lora, key=lambda run: run[field])
+    lines = [line(best, "")]
+    if _lowers_precision(best) and float32:
+        lines.append(line(min(float32, key=lambda run: run[field]), ", float32 throughout"))
+    return lines
+
+
+def _memory_line(best, kind, full, runs):
+    ratio = best["peak_memory_bytes"] / full["peak_memory_bytes"]
+    return (
+        f"- memory{kind}: {run_label(best)} peaks at {format_bytes(best['peak_memory_bytes'])}, "
+        f"{ratio:.2f}x full fine-tuning's {format_bytes(full['peak_memory_bytes'])} (goal <= "
+        f"{MEMORY_GOAL:.2f}x: {'met' if ratio <= MEMORY_GOAL else 'not met'})"
+        + _loss_words(best, plain_run(runs, best))
+    )
+
+
+def _speed_line(best, kind, peer, runs):
+    ratio = best["step_time_s"] / peer["step_time_s"]
+    return (
+        f"- speed{kind}: {run_label(best)} steps in {best['step_time_s']:.3f} s, {ratio:.2f}x "
+        f"Keras's built-in LoRA's {peer['step_time_s']:.3f} s (goal <= {SPEED_GOAL:.2f}x: "
+        f"{'met' if ratio <= SPEED_GOAL else 'not met'}); its first step took "
+        f"{best['first_step_s']:.1f} s against {peer['first_step_s']:.1f} s"
+        + _loss_words(best, plain_run(runs, best))
+    )
 
 
 def _lowers_precision(run):
