@@ -321,3 +321,12 @@ def test_a_full_disk_while_plotting_keeps_results_and_says_what_failed(tmp_path,
     assert "loss.png" not in embedded_images(markdown)
     assert not (tmp_path / "loss.png").exists() and (tmp_path / "memory.png").exists()
     assert (tmp_path / "results.json").read_bytes() == saved
+
+
+def test_seconds_read_as_milliseconds_under_one_second():
+    from lora_keras.measure.units import format_seconds
+
+    assert format_seconds(0.0078) == "7.8 ms"  # an H200 step
+    assert format_seconds(0.9996) == "999.6 ms"
+    assert format_seconds(1.5) == "1.50 s"  # a CPU step, to two decimals
+    assert format_seconds(14.26) == "14.26 s"

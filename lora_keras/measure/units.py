@@ -26,3 +26,8 @@ def format_share(part, whole):
     """Format `part` as a percentage of `whole`, with 3 significant digits: small shares (a LoRA
     adapter's 0.118% of the weights) would read 0% with fixed decimals."""
     return f"{100 * part / whole:.3g}%"
+
+
+def format_seconds(value):
+    """`12.3 ms` under a second, `2.35 s` from one: a GPU step and a CPU step both readable."""
+    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"

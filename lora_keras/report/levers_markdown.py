@@ -1,14 +1,14 @@
 """The report's sections on the levers: each run's options, what each bought, the goals.
 
 Every number is read from `results.json`; a run's baseline is the run of the same mode and
-rank with every option at its default (`plain_run`).
+rank with every option at its default but those all runs share (`plain_run`).
 """
 
 import functools
 import math
 
 from lora_keras.levers.options import LOSS_TOLERANCE, OPTIONS, PRECISION_OPTIONS, options_label
-from lora_keras.measure.units import format_bytes
+from lora_keras.measure.units import format_bytes, format_seconds
 from lora_keras.report.results import measured_runs, run_label
 
 MISSING = "n/a"
@@ -23,12 +23,38 @@ def has_levers(runs):
 
 
 def plain_run(runs, run):
-    """The finished run of `run`'s mode and rank with every option at its default, or None."""
-    for other in measured_runs(runs, "step_time_s"):
+    """The finished run of `run`'s mode and rank with no option but those all runs share.
+
+    Options every run has are the experiment's own (`compare --jit-compile` under JAX), not a
+    lever being measured; with none shared, the plain run has every option at its default.
+    None when no such run finished.
+    """
+    finished = measured_runs(runs, "step_time_s")
+    shared = _shared_options(finished)
+    for other in finished:
         same = other["mode"] == run["mode"] and other.get("rank") == run.get("rank")
-        if same and not options_label(other.get("options") or {}):
+        if same and _options(other) == shared:
             return other
     return None
+
+
+def _options(run):
+    """Every option of `run`, defaults filled in (a run recorded before an option existed)."""
+    return {
+        name: (run.get("options") or {}).get(name, default)
+        for name, (default, _) in OPTIONS.items()
+    }
+
+
+def _shared_options(runs):
+    """Each option at the value every run gives it, where they all agree; else its default."""
+    values = [_options(run) for run in runs]
+    return {
+        name: values[0][name]
+        if values and all(v[name] == values[0][name] for v in values)
+        else default
+        for name, (default, _) in OPTIONS.items()
+    }
 
 
 def compile_seconds(run):
@@ -90,7 +116,8 @@ def levers_section(runs):
         rows.append("| " + " | ".join(cells) + " |")
     meanings = "\n".join(f"- `{name}`: {meaning}." for name, (_, meaning) in OPTIONS.items())
     note = (
-        'A run\'s baseline is the run of the same mode with every option off. "Paid off after": '
+        "A run's baseline is the run of the same mode with every option off but those all "
+        'runs share. "Paid off after": '
         "the number of steps after which the run has taken no more time in all (its first "
         "step included) than its baseline."
     )
@@ -148,8 +175,9 @@ def _memory_line(best, kind, full, runs):
 def _speed_line(best, kind, peer, runs):
     ratio = best["step_time_s"] / peer["step_time_s"]
     return (
-        f"- speed{kind}: {run_label(best)} steps in {best['step_time_s']:.3f} s, {ratio:.2f}x "
-        f"Keras's built-in LoRA's {peer['step_time_s']:.3f} s (goal <= {SPEED_GOAL:.2f}x: "
+        f"- speed{kind}: {run_label(best)} steps in {format_seconds(best['step_time_s'])}, "
+        f"{ratio:.2f}x Keras's built-in LoRA's {format_seconds(peer['step_time_s'])} (goal <= "
+        f"{SPEED_GOAL:.2f}x: "
         f"{'met' if ratio <= SPEED_GOAL else 'not met'}); its first step took "
         f"{best['first_step_s']:.1f} s against {peer['first_step_s']:.1f} s"
         + _loss_words(best, plain_run(runs, best))

@@ -1,7 +1,7 @@
 """The report's Markdown, every number in it read from `results.json`."""
 
 from lora_keras.measure.estimate import explain_estimate
-from lora_keras.measure.units import format_bytes, format_share
+from lora_keras.measure.units import format_bytes, format_seconds, format_share
 from lora_keras.report.expert_loads import mixlora_section
 from lora_keras.report.levers_markdown import checkpoints_lines, goals_section, levers_section
 from lora_keras.report.results import full_run, measured_runs, run_label, unfinished_runs
@@ -104,8 +104,8 @@ def summary_cells(runs):
                 run["status"],
                 _optional(run.get("trainable_params"), "{:,}"),
                 _share(run.get("trainable_params"), run.get("total_params")),
-                _optional(run.get("first_step_s"), _seconds),
-                _optional(run.get("step_time_s"), _seconds),
+                _optional(run.get("first_step_s"), format_seconds),
+                _optional(run.get("step_time_s"), format_seconds),
                 _ratio(run, full),
                 _optional(run.get("tokens_per_s"), "{:,.0f}"),
                 _optional(run.get("stored_weight_bytes"), format_bytes),
@@ -205,7 +205,7 @@ def _samples(runs):
     for run in runs:
         for sample in run["samples"]:
             entries.append(
-                f"### {run_label(run)} ({_optional(sample.get('seconds'), _seconds)})\n\n"
+                f"### {run_label(run)} ({_optional(sample.get('seconds'), format_seconds)})\n\n"
                 f"Prompt: `{sample['prompt']}`\n\n```text\n{sample['text']}\n```"
             )
     return "## Generated samples\n\n" + "\n\n".join(entries)
@@ -227,10 +227,6 @@ def _ratio(run, full):
     if full is None or run.get("step_time_s") is None:
         return MISSING
     return f"{run['step_time_s'] / full['step_time_s']:.2f}x"
-
-
-def _seconds(value):
-    return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
 
 
 def _cell(value):
