@@ -94,7 +94,7 @@ def test_the_estimate_counts_frozen_weights_at_their_own_dtype():
         ({"frozen_dtype": "int8"}, "frozen_dtype must be one of"),
         (
             {"frozen_dtype": "bfloat16", "mixed_precision": "bfloat16"},
-            "frozen_dtype and mixed_precision cannot both be on",
+            r"frozen_dtype \(--frozen-dtype\) and mixed_precision \(--mixed-precision\) cannot",
         ),
     ],
 )
@@ -107,9 +107,9 @@ def test_bad_frozen_dtypes_are_refused(options, message):
     "mode, why",
     [
         ("full", "every weight trains, and AdamW's small updates round away"),
-        ("keras_lora", "Keras's enable_lora stores its LoRA weights in the layer's dtype"),
-        ("qlora", "its trained weights would take the frozen layers' dtype"),
-        ("mixlora", "its trained weights would take the frozen layers' dtype"),
+        ("keras_lora", "Keras's enable_lora leaves each wrapped layer's bias trainable"),
+        ("qlora", "QLoRA's block kernels are already 4-bit"),
+        ("mixlora", "it was not measured beside a half-precision model"),
     ],
 )
 def test_modes_that_cannot_keep_float32_weights_are_refused(mode, why):
@@ -253,3 +253,25 @@ def test_a_swept_precision_lever_replaces_the_experiments_own():
         options = check_options(**dict(experiment, **own))  # no clash, whichever is swept
         if name == "lora+frozen_bfloat16":
             assert options["frozen_dtype"] == "bfloat16" and options["mixed_precision"] is None
+
+
+def test_an_options_sweep_takes_no_lever_of_its_own(tmp_path):
+    with pytest.raises(
+        ValueError,
+        match=r"options_sweep \(--options-sweep\) turns each lever on alone .* got "
+        r"frozen_dtype \(--frozen-dtype\)\. Drop those",
+    ):
+        lk.compare(
+            preset="gpt2_tiny",
+            modes=("lora",),
+            options_sweep=True,
+            frozen_dtype="bfloat16",
+            out=str(tmp_path / "x"),
+        )
+    assert not (tmp_path / "x").exists()
+
+
+def test_mixlora_experts_are_stored_in_float32_beside_a_bfloat16_block():
+    lm = make_tiny_lm(dtype="bfloat16")
+    lk.apply_mixlora(lm, num_experts=2, top_k=1, rank=2)
+    assert {variable.dtype for variable in lm.trainable_variables} == {"float32"}

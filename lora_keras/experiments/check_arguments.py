@@ -12,6 +12,7 @@ import os
 
 from lora_keras.backends import check_backend
 from lora_keras.experiments.train_one import MODES
+from lora_keras.levers.options import OPTIONS
 from lora_keras.mixlora_settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
 from lora_keras.targets import check_targets
@@ -156,6 +157,19 @@ def check_jax_remat(config):
         )
 
 
+def check_options_sweep(config):
+    """An options sweep turns each lever on alone, against runs with every lever off."""
+    chosen = [
+        name for name, (default, _) in OPTIONS.items() if config.get(name, default) != default
+    ]
+    if config.get("options_sweep") and chosen:
+        raise ValueError(
+            f"options_sweep (--options-sweep) turns each lever on alone against the plain run, "
+            f"so it takes no lever of its own; got {', '.join(flag(name) for name in chosen)}. "
+            "Drop those, or compare them without --options-sweep."
+        )
+
+
 def check_mixlora_remat(config):
     """Recomputing a MixLoRA block drops its load-balance loss from the router's gradient."""
     if "mixlora" in config.get("modes", ()) and (
@@ -220,6 +234,7 @@ def check_arguments(config):
             "API has no torch data parallel. Use backend='jax' (--backend jax)."
         )
     check_jax_remat(config)
+    check_options_sweep(config)
     check_mixlora_remat(config)
     targets = check_targets(config["targets"])
     check_keras_lora_targets(config["modes"], targets)

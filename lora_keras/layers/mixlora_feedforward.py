@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from lora_keras.layers import dora_math, mixlora_math
+from lora_keras.layers.base_lora_layer import adapter_policy
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -58,7 +59,8 @@ class MixLoraFeedForward(keras.layers.Layer):
         **kwargs,
     ):
         kwargs.setdefault("name", "mixlora_feedforward")
-        kwargs.setdefault("dtype", intermediate_dense.dtype_policy)
+        # Experts stored in float32 beside a half-precision block, as LoRA's adapters are.
+        kwargs.setdefault("dtype", adapter_policy(intermediate_dense.dtype_policy))
         super().__init__(**kwargs)
         if int(num_experts) != num_experts or num_experts < 1:
             raise ValueError(

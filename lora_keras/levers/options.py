@@ -83,8 +83,9 @@ def check_options(**options):
         )
     if checked["frozen_dtype"] and checked["mixed_precision"]:
         raise ValueError(
-            "frozen_dtype and mixed_precision cannot both be on: frozen_dtype already computes "
-            "in its dtype and keeps the trained weights float32. Choose one."
+            "frozen_dtype (--frozen-dtype) and mixed_precision (--mixed-precision) cannot both "
+            "be on: frozen_dtype already computes in its dtype and keeps the trained weights "
+            "float32. Choose one."
         )
     return checked
 
@@ -96,8 +97,11 @@ def check_mode_options(mode, options):
             "full": "every weight trains, and AdamW's small updates round away in 8 or 11 "
             "mantissa bits: use mixed_precision (--mixed-precision), which keeps them float32, "
             "or leave full out (--modes; sweep's --with-full)",
-            "keras_lora": "Keras's enable_lora stores its LoRA weights in the layer's dtype",
-        }.get(mode, "its trained weights would take the frozen layers' dtype")
+            "keras_lora": "Keras's enable_lora leaves each wrapped layer's bias trainable, and "
+            "that bias would train in half precision",
+            "qlora": "QLoRA's block kernels are already 4-bit, and its NF4 layers were not "
+            "measured beside a half-precision model",
+        }.get(mode, "it was not measured beside a half-precision model")
         raise ValueError(
             f"frozen_dtype={options['frozen_dtype']!r} (--frozen-dtype) cannot be honoured for "
             f"mode {mode!r}: {why}. It works with modes {', '.join(FROZEN_DTYPE_MODES)}."

@@ -92,7 +92,7 @@ def levers_section(runs):
         return None
     header = (
         "| run | " + " | ".join(OPTIONS) + " | compile (first step - median) | step vs plain "
-        "| peak vs plain | compile paid off after | final loss vs plain (tolerance) |"
+        "| peak vs plain | compile paid off after | final loss vs plain, relative (tolerance) |"
     )
     rows = [header, "|" + "---|" * (len(OPTIONS) + 6)]
     for run in measured_runs(runs, "step_time_s"):
@@ -202,7 +202,8 @@ def _loss_words(run, plain):
         return "."
     verdict = "within" if check[0] <= check[1] else "OUTSIDE"
     return (
-        f"; final loss {check[0]:.1e} from the plain run's, {verdict} its tolerance {check[1]:.0e}."
+        f"; final loss {check[0]:.1e} (relative) from the plain run's, {verdict} its tolerance "
+        f"{check[1]:.0e}."
     )
 
 
