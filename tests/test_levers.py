@@ -275,8 +275,8 @@ def test_compile_pay_off_and_loss_tolerance_are_worked_out_from_the_runs():
     assert "(1e-05: OUT)" in table  # remat must not move the loss
     goals = goals_section(runs)
     # remat's lower peak does not count: its loss moved.
-    assert "memory: lora r=4 peaks at 100 bytes, 0.10x full fine-tuning's 1000 bytes" in goals
-    assert "0.50x Keras's built-in LoRA's 2.00 s (goal <= 0.70x: met)" in goals
+    assert "memory: lora r=4 peaks at 100 bytes, 0.100x full fine-tuning's 1000 bytes" in goals
+    assert "0.500x Keras's built-in LoRA's 2.00 s (goal <= 0.70x: met)" in goals
     assert levers_section(runs[:2]) is None  # no lever, no section
 
 
@@ -416,10 +416,10 @@ def test_goals_also_name_the_best_in_float32_when_a_precision_option_wins():
     half = synthetic_run("lora", 1.0, 11.0, 300, 4.01, frozen_dtype="bfloat16")
     peer = synthetic_run("keras_lora", 2.0, 11.0, 520, 4.0)
     goals = goals_section([full, plain, remat, half, peer])
-    assert "- memory: lora r=4 frozen_bfloat16 peaks at 300 bytes, 0.30x" in goals
+    assert "- memory: lora r=4 frozen_bfloat16 peaks at 300 bytes, 0.300x" in goals
     assert "within its tolerance 5e-02" in goals
-    assert "- memory, float32 throughout: lora r=4 remat peaks at 450 bytes, 0.45x" in goals
-    assert "- speed, float32 throughout: lora r=4 steps in 2.00 s, 1.00x" in goals
+    assert "- memory, float32 throughout: lora r=4 remat peaks at 450 bytes, 0.450x" in goals
+    assert "- speed, float32 throughout: lora r=4 steps in 2.00 s, 1.000x" in goals
     # With no precision option among the runs, one line each.
     assert "float32 throughout" not in goals_section([full, plain, remat, peer])
     # The float32 line only for the goal whose winner lowers precision: here memory, not speed.
@@ -439,8 +439,15 @@ def test_options_every_run_shares_are_the_experiments_own_not_a_lever():
     runs = [full, lora, peer, half]
     assert plain_run(runs, lora) is lora and plain_run(runs, half) is lora
     goals = goals_section(runs)
-    assert "- memory: lora r=4 xla+frozen_bfloat16 peaks at 300 bytes, 0.30x" in goals
-    assert "- memory, float32 throughout: lora r=4 xla peaks at 400 bytes, 0.40x" in goals
-    assert "0.40x Keras's built-in LoRA's 2.50 s" in goals
+    assert "- memory: lora r=4 xla+frozen_bfloat16 peaks at 300 bytes, 0.300x" in goals
+    assert "- memory, float32 throughout: lora r=4 xla peaks at 400 bytes, 0.400x" in goals
+    assert "0.400x Keras's built-in LoRA's 2.50 s" in goals
     # Where one run lacks it, the option is a lever again: its baseline has every option off.
     assert plain_run([synthetic_run("lora", 2.0, 9.0, 400, 4.0), lora], lora) is not lora
+
+
+def test_a_ratio_just_over_the_goal_does_not_read_as_the_goal():
+    full = synthetic_run("full", 4.0, 12.0, 1000, 4.0)
+    lora = synthetic_run("lora", 2.0, 10.0, 401, 4.0)
+    goals = goals_section([full, lora])
+    assert "0.401x full fine-tuning's 1000 bytes (goal <= 0.40x: not met)" in goals

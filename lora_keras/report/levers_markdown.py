@@ -166,7 +166,7 @@ def _memory_line(best, kind, full, runs):
     ratio = best["peak_memory_bytes"] / full["peak_memory_bytes"]
     return (
         f"- memory{kind}: {run_label(best)} peaks at {format_bytes(best['peak_memory_bytes'])}, "
-        f"{ratio:.2f}x full fine-tuning's {format_bytes(full['peak_memory_bytes'])} (goal <= "
+        f"{ratio:.3f}x full fine-tuning's {format_bytes(full['peak_memory_bytes'])} (goal <= "
         f"{MEMORY_GOAL:.2f}x: {'met' if ratio <= MEMORY_GOAL else 'not met'})"
         + _loss_words(best, plain_run(runs, best))
     )
@@ -176,7 +176,7 @@ def _speed_line(best, kind, peer, runs):
     ratio = best["step_time_s"] / peer["step_time_s"]
     return (
         f"- speed{kind}: {run_label(best)} steps in {format_seconds(best['step_time_s'])}, "
-        f"{ratio:.2f}x Keras's built-in LoRA's {format_seconds(peer['step_time_s'])} (goal <= "
+        f"{ratio:.3f}x Keras's built-in LoRA's {format_seconds(peer['step_time_s'])} (goal <= "
         f"{SPEED_GOAL:.2f}x: "
         f"{'met' if ratio <= SPEED_GOAL else 'not met'}); its first step took "
         f"{best['first_step_s']:.1f} s against {peer['first_step_s']:.1f} s"
