@@ -79,3 +79,23 @@ def train_losses(lm, steps=3, jit_compile=False, model=None):
         float(model.train_on_batch(x, y, sample_weight=weights, return_dict=True)["loss"])
         for _ in range(steps)
     ]
+
+
+def tiny_compare(tmp_path, monkeypatch, **settings):
+    """`lk.compare` of LoRA on gpt2_tiny (rank 2, 2 steps of 2 x 32 tokens) into
+    `tmp_path / "report"`, its tokenizer cached under `tmp_path`; `settings` add or replace."""
+    import lora_keras as lk
+
+    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path / "cache"))
+    tiny = dict(
+        preset="gpt2_tiny",
+        weights="random",
+        modes=("lora",),
+        steps=2,
+        batch_size=2,
+        sequence_length=32,
+        rank=2,
+        out=str(tmp_path / "report"),
+        verbose=False,
+    )
+    return lk.compare(**(tiny | settings))

@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from conftest import tiny_compare
 
 import lora_keras as lk
 from lora_keras import backends, cli, distribution
@@ -155,21 +156,10 @@ def test_a_global_batch_that_does_not_split_evenly_is_refused(monkeypatch):
 @pytest.mark.large
 @pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_a_tiny_compare_measures_under_the_asked_backend(tmp_path, monkeypatch, backend):
-    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path / "cache"))
     # JAX's run also goes through --data-parallel, on two virtual CPU devices.
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
-    results = lk.compare(
-        preset="gpt2_tiny",
-        weights="random",
-        modes=("lora",),
-        steps=2,
-        batch_size=2,
-        sequence_length=32,
-        rank=2,
-        out=str(tmp_path / "report"),
-        verbose=0,
-        backend=backend,
-        data_parallel=backend == "jax",
+    results = tiny_compare(
+        tmp_path, monkeypatch, verbose=0, backend=backend, data_parallel=backend == "jax"
     )
     (run,) = results["runs"]
     assert run["data_parallel_devices"] == (2 if backend == "jax" else 1)

@@ -10,6 +10,7 @@ from conftest import (
     make_tiny_lm,
     next_token_dataset,
     randomize_lora_b,
+    tiny_compare,
     token_batch,
     train_losses,
 )
@@ -139,21 +140,8 @@ def test_label_cli_and_sweep_name_the_frozen_dtype():
 
 @pytest.mark.large
 def test_a_frozen_dtype_run_is_recorded(tmp_path, monkeypatch):
-    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report"
-    lk.compare(
-        preset="gpt2_tiny",
-        weights="random",
-        modes=("lora",),
-        steps=2,
-        batch_size=2,
-        sequence_length=32,
-        rank=2,
-        out=str(out),
-        frozen_dtype="bfloat16",
-        chunked_loss=True,
-        verbose=False,
-    )
+    tiny_compare(tmp_path, monkeypatch, frozen_dtype="bfloat16", chunked_loss=True)
     saved = json.loads((out / "results.json").read_text())
     (run,) = saved["runs"]
     assert run["status"] == "ok", run.get("error")

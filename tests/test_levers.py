@@ -11,6 +11,7 @@ from conftest import (
     make_tiny_lm,
     next_token_dataset,
     randomize_lora_b,
+    tiny_compare,
     train_losses,
 )
 
@@ -208,22 +209,8 @@ def test_cli_parses_the_levers():
 
 
 def test_the_levers_are_recorded_and_reported(tmp_path, monkeypatch):
-    monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "report"
-    lk.compare(
-        preset="gpt2_tiny",
-        weights="random",
-        modes=("lora",),
-        steps=2,
-        batch_size=2,
-        sequence_length=32,
-        rank=2,
-        out=str(out),
-        mixed_precision="bfloat16",
-        remat=True,
-        chunked_loss=True,
-        verbose=False,
-    )
+    tiny_compare(tmp_path, monkeypatch, mixed_precision="bfloat16", remat=True, chunked_loss=True)
     saved = json.loads((out / "results.json").read_text())
     assert saved["config"]["remat"] is True and saved["config"]["mixed_precision"] == "bfloat16"
     (run,) = saved["runs"]

@@ -7,7 +7,13 @@ rank with every option at its default but those all runs share (`plain_run`).
 import functools
 import math
 
-from lora_keras.levers.options import LOSS_TOLERANCE, OPTIONS, PRECISION_OPTIONS, options_label
+from lora_keras.levers.options import (
+    LOSS_TOLERANCE,
+    OPTIONS,
+    PRECISION_OPTIONS,
+    default_options,
+    options_label,
+)
 from lora_keras.measure.units import format_bytes, format_seconds
 from lora_keras.report.results import measured_runs, run_label
 
@@ -40,21 +46,17 @@ def plain_run(runs, run):
 
 def _options(run):
     """Every option of `run`, defaults filled in (a run recorded before an option existed)."""
-    return {
-        name: (run.get("options") or {}).get(name, default)
-        for name, (default, _) in OPTIONS.items()
-    }
+    return default_options() | (run.get("options") or {})
 
 
 def _shared_options(runs):
     """Each option at the value every run gives it, where they all agree; else its default."""
     values = [_options(run) for run in runs]
-    return {
-        name: values[0][name]
-        if values and all(v[name] == values[0][name] for v in values)
-        else default
-        for name, (default, _) in OPTIONS.items()
-    }
+    shared = default_options()
+    for name in shared:
+        if values and all(value[name] == values[0][name] for value in values):
+            shared[name] = values[0][name]
+    return shared
 
 
 def compile_seconds(run):
