@@ -99,3 +99,22 @@ def tiny_compare(tmp_path, monkeypatch, **settings):
         verbose=False,
     )
     return lk.compare(**(tiny | settings))
+
+
+def make_short_text_lm(cache):
+    """A 2-layer, 64-wide GPT-2 reading 16 tokens (the corpus's documents truncate), with a
+    300-token local tokenizer cached in `cache`."""
+    from lora_keras.data import embedded_corpus
+    from lora_keras.models.tokenizer import local_gpt2_tokenizer
+
+    tokenizer, _ = local_gpt2_tokenizer(embedded_corpus()[:60], 300, cache=cache)
+    backbone = keras_hub.models.GPT2Backbone(
+        vocabulary_size=300,
+        num_layers=2,
+        num_heads=2,
+        hidden_dim=64,
+        intermediate_dim=128,
+        max_sequence_length=16,
+    )
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=16)
+    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)

@@ -4,14 +4,13 @@ import importlib
 import json
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from conftest import make_short_text_lm
 
 from lora_keras.data import embedded_corpus, load_texts, make_lm_datasets, preprocessor_detached
-from lora_keras.models.tokenizer import local_gpt2_tokenizer
 
 load_texts_module = importlib.import_module("lora_keras.data.load_texts")
 
@@ -26,20 +25,7 @@ def token_rows(dataset):
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    """A 2-layer, 64-wide GPT-2 reading 16 tokens, with a 300-token local tokenizer."""
-    cache = tmp_path_factory.mktemp("cache")
-    tokenizer, _ = local_gpt2_tokenizer(embedded_corpus()[:60], 300, cache=cache)
-    return keras_hub.models.GPT2CausalLM(
-        backbone=keras_hub.models.GPT2Backbone(
-            vocabulary_size=300,
-            num_layers=2,
-            num_heads=2,
-            hidden_dim=64,
-            intermediate_dim=128,
-            max_sequence_length=16,
-        ),
-        preprocessor=keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=16),
-    )
+    return make_short_text_lm(tmp_path_factory.mktemp("cache"))
 
 
 def test_embedded_corpus_is_large_varied_and_deterministic():

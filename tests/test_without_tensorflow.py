@@ -11,9 +11,9 @@ import subprocess
 import sys
 
 import keras
-import keras_hub
 import numpy as np
 import pytest
+from conftest import make_short_text_lm
 
 import lora_keras as lk
 from lora_keras.data import (
@@ -26,7 +26,6 @@ from lora_keras.data import (
 from lora_keras.data.optional_tensorflow import check_tfds_installed, optional_tensorflow
 from lora_keras.experiments.train_one import _describe_data
 from lora_keras.models import load_gpt2
-from lora_keras.models.tokenizer import local_gpt2_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BLOCKER = os.path.join(ROOT, "tests", "no_tensorflow")
@@ -42,20 +41,7 @@ def no_tensorflow(monkeypatch):
 
 @pytest.fixture(scope="module")
 def lm(tmp_path_factory):
-    """gpt2_tiny's shape cut to 2 layers, reading 16 tokens: the corpus's documents truncate."""
-    tokenizer, _ = local_gpt2_tokenizer(
-        embedded_corpus()[:60], 300, cache=tmp_path_factory.mktemp("cache")
-    )
-    backbone = keras_hub.models.GPT2Backbone(
-        vocabulary_size=300,
-        num_layers=2,
-        num_heads=2,
-        hidden_dim=64,
-        intermediate_dim=128,
-        max_sequence_length=16,
-    )
-    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(tokenizer, sequence_length=16)
-    return keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    return make_short_text_lm(tmp_path_factory.mktemp("cache"))
 
 
 def batches_of(dataset):
