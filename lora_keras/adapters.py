@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import VARIANTS, apply_lora, lora_layers, lora_settings
+from lora_keras.gpt2_surgery import lora_layers, mixlora_layers
 from lora_keras.io_utils import atomic_write_bytes
-from lora_keras.mixlora import mixlora_layers
-from lora_keras.mixlora_adapter import check_mixture, load_mixture, read_mixture, write_mixture
+from lora_keras.lora import VARIANTS, apply_lora, lora_settings
+from lora_keras.mixlora.adapter_file import check_mixture, load_mixture, read_mixture, write_mixture
 
 ADAPTER_FORMAT = "lora_keras.adapter"
 # Version 2 names the variant that wrote the file (DoRA files also hold magnitudes), so a

@@ -1,11 +1,18 @@
-"""Every touch of KerasHub's private GPT-2 attributes, in one place.
+"""Every touch of KerasHub's private GPT-2 attributes, in one place, and the one adapted backbone.
 
 KerasHub does not expose the projections inside `TransformerDecoder` and
 `CachedMultiHeadAttention`, so LoRA has to reach them through private
 attributes. Keeping that knowledge here means a KerasHub release that renames
 them breaks one module, and `check_layout` says so in words instead of an
 `AttributeError` deep inside training.
+
+Every method (`lora_keras.lora`, `lora_keras.qlora`, `lora_keras.mixlora`) finds
+its layers with the lookups here, freezes with `freeze_all_but_adapters`, and
+records itself in the config of `AdaptedGPT2Backbone` through a section it
+registers (`register_section`): a backbone's class changes here and nowhere else.
 """
+
+import collections
 
 import keras
 import keras_hub
@@ -134,3 +141,177 @@ def set_mixture(block, mixture):
     set_layer(block, "ffn_in", mixture)
     set_layer(block, "ffn_out", keras.layers.Identity(name="mixlora_identity"))
     block.__class__ = MixtureTransformerDecoder
+
+
+# --- Lookups every method shares -------------------------------------------------------------
+
+
+def lora_layers(model):
+    """The LoRA wrappers in `model`, keyed by stable paths like `transformer_layer_0/query`."""
+    return _layers_at_targets(model, lambda layer: isinstance(layer, BaseLoraLayer))
+
+
+def nf4_layers(model):
+    """The NF4 layers of `model`'s transformer blocks (under LoRA or not), keyed by path."""
+    return {
+        path: frozen
+        for path, frozen in _layers_at_targets(model, lambda layer: True, frozen=True).items()
+        if isinstance(frozen, BaseNF4Layer)
+    }
+
+
+def _layers_at_targets(model, keep, frozen=False):
+    backbone = find_backbone(model)
+    found = {}
+    for index, block in enumerate(backbone.transformer_layers):
+        for target in TARGETS:
+            layer = get_layer(block, target)
+            if frozen and isinstance(layer, BaseLoraLayer):
+                layer = layer.original_layer  # the layer holding the frozen kernel
+            if keep(layer):
+                found[layer_path(index, target)] = layer
+    return found
+
+
+def is_nf4_quantized(model):
+    """Whether `model`'s transformer block kernels are stored as NF4 (`lk.quantize_nf4`).
+
+    Example: refuse what NF4 kernels cannot do, such as merging in place.
+    """
+    return bool(nf4_layers(model))
+
+
+def mixlora_layers(model):
+    """The MixLoRA blocks in `model`, keyed by paths like `transformer_layer_0/ffn`."""
+    backbone = find_backbone(model)
+    found = {}
+    for index, block in enumerate(backbone.transformer_layers):
+        mixture = get_mixture(block)
+        if mixture is not None:
+            found[layer_path(index, "ffn")] = mixture
+    return found
+
+
+def freeze_all_but_adapters(backbone):
+    """Makes the LoRA weights and the MixLoRA routers and experts the only trainable weights."""
+    adapters = [*lora_layers(backbone).values(), *mixlora_layers(backbone).values()]
+    adapter_ids = {id(v) for layer in adapters for v in layer.adapter_weights().values()}
+    for variable in backbone.weights:
+        variable.trainable = id(variable) in adapter_ids
+
+
+def forget_traced_functions(model):
+    """Drops the functions Keras traced from `model`, so the next call traces them again.
+
+    A trace bakes in Python-level choices: which layer sits at `query`, and
+    whether a wrapper is `merged`. After changing either, an old
+    `predict_function` would add a merged update twice, and an old
+    `generate_function` would ignore new LoRA layers.
+    """
+    for owner in (model, find_backbone(model)):
+        for name in ("train_function", "test_function", "predict_function", "generate_function"):
+            if getattr(owner, name, None) is not None:
+                setattr(owner, name, None)
+
+
+# --- The one adapted backbone ----------------------------------------------------------------
+
+# The sections an adapted backbone's config may carry, in the order `from_config` restores
+# them: NF4 kernels first (LoRA wraps them), then LoRA, then MixLoRA (independent of LoRA).
+SECTION_NAMES = ("nf4", "lora", "mixlora")
+# Where each section is registered: the method that writes it, for the error that names it.
+SECTION_OWNERS = {
+    "nf4": "lora_keras.qlora",
+    "lora": "lora_keras.lora",
+    "mixlora": "lora_keras.mixlora.apply",
+}
+_SECTIONS = {}
+
+Section = collections.namedtuple("Section", ["describe", "restore"])
+
+
+def register_section(name, describe, restore):
+    """Lets a method record itself in an adapted backbone's config, and put itself back on load.
+
+    Args:
+        name: one of `SECTION_NAMES`.
+        describe: `describe(backbone)` returns the section's settings (JSON-able), or None
+            when the method is not applied to `backbone`.
+        restore: `restore(backbone, settings)` applies the method to a plain backbone rebuilt
+            from its config, before the saved weights load.
+    """
+    if name not in SECTION_NAMES:
+        raise ValueError(f"Unknown section {name!r}; known sections: {', '.join(SECTION_NAMES)}.")
+    _SECTIONS[name] = Section(describe, restore)
+
+
+def describe_sections(backbone):
+    """`{section name: settings}` of every method applied to `backbone`."""
+    described = {name: section.describe(backbone) for name, section in _SECTIONS.items()}
+    return {name: described[name] for name in SECTION_NAMES if described.get(name) is not None}
+
+
+def settle_class(backbone):
+    """Makes `backbone` an `AdaptedGPT2Backbone` while a method is applied, else KerasHub's own.
+
+    Called by every method after it changes a backbone: the only place a backbone's class is
+    set, so a `.keras` file records every method applied, and a backbone with none left
+    (`lk.unwrap_lora`, `lk.dequantize_nf4`) saves and loads with no lora_keras import.
+    """
+    if not describe_sections(backbone):
+        backbone.__class__ = keras_hub.models.GPT2Backbone
+    elif not isinstance(backbone, AdaptedGPT2Backbone):  # an old name loaded keeps its name
+        backbone.__class__ = AdaptedGPT2Backbone
+
+
+@keras.saving.register_keras_serializable(package="lora_keras")
+class AdaptedGPT2Backbone(keras_hub.models.GPT2Backbone):
+    """A `GPT2Backbone` whose config also says which lora_keras methods adapted it, and how.
+
+    A backbone is rebuilt from its config when a `.keras` file loads, which would bring back
+    plain projections and then fail to place the adapter weights ("Layer 'query' expected 2
+    variables, but received 0"). Each method applied adds a section to the config (`"nf4"`,
+    `"lora"`, `"mixlora"`), and `from_config` applies each again, in `SECTION_NAMES` order,
+    before the weights load. The methods make a backbone this class (`settle_class`); it is
+    never built directly.
+    """
+
+    def get_config(self):
+        return {**super().get_config(), **describe_sections(self)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        sections = {name: config.pop(name) for name in SECTION_NAMES if name in config}
+        missing = [name for name in sections if name not in _SECTIONS]
+        if missing:
+            owners = ", ".join(f"`import {SECTION_OWNERS[name]}`" for name in missing)
+            raise ValueError(
+                f"This model was saved with lora_keras's {', '.join(missing)}, which is not "
+                f"loaded in this process. Load it with `lk.load_model(path)`, or {owners} "
+                "before `keras.saving.load_model`."
+            )
+        backbone = keras_hub.models.GPT2Backbone.from_config(config)
+        for name, settings in sections.items():
+            _SECTIONS[name].restore(backbone, settings)
+        # Keras files the weights under the class's name (`layers/lora_gpt2_backbone/...`):
+        # a file saved under an old name loads, and saves again, under that name.
+        backbone.__class__ = cls
+        return backbone
+
+
+# Files written by lora_keras 0.1.0 name one class per method: each name stays registered, as a
+# subclass that adds nothing, since Keras also files the weights under the class's name.
+@keras.saving.register_keras_serializable(package="lora_keras")
+class LoraGPT2Backbone(AdaptedGPT2Backbone):
+    """What lora_keras 0.1.0 called a backbone with LoRA (and NF4): an `AdaptedGPT2Backbone`."""
+
+
+@keras.saving.register_keras_serializable(package="lora_keras")
+class NF4GPT2Backbone(AdaptedGPT2Backbone):
+    """What lora_keras 0.1.0 called a backbone with NF4 kernels: an `AdaptedGPT2Backbone`."""
+
+
+@keras.saving.register_keras_serializable(package="lora_keras")
+class MixLoraGPT2Backbone(AdaptedGPT2Backbone):
+    """What lora_keras 0.1.0 called a backbone with MixLoRA (and LoRA): an `AdaptedGPT2Backbone`."""

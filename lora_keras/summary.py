@@ -3,7 +3,6 @@
 import math
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.quant.nf4_backbone import nf4_layers
 
 
 def trainable_summary(model):
@@ -19,7 +18,7 @@ def trainable_summary(model):
         `{"trainable": int, "non_trainable": int, "total": int}`.
     """
     backbone = surgery.find_backbone(model)
-    nf4 = nf4_layers(backbone).values()
+    nf4 = surgery.nf4_layers(backbone).values()
     nf4_storage = {id(v) for layer in nf4 for v in layer.non_trainable_weights}
     nf4_storage -= {id(layer.bias) for layer in nf4 if layer.bias is not None}
     # A GPT2CausalLM ties its output projection to the token embedding, so the

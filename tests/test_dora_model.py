@@ -12,7 +12,8 @@ from test_injection import lora_weights_per_target
 
 import lora_keras as lk
 from lora_keras.experiments.train_one import MODES
-from lora_keras.measure.estimate import estimate_for_model, explain_estimate
+from lora_keras.measure.estimate import estimate_for_model
+from lora_keras.measure.estimate_text import explain_estimate
 
 HIDDEN, LAYERS, FFN = (
     TINY_GPT2["hidden_dim"],

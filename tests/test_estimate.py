@@ -2,12 +2,8 @@ import keras
 import keras_hub
 import pytest
 
-from lora_keras.measure.estimate import (
-    COMPONENT_NOTES,
-    estimate_for_model,
-    estimate_training_memory,
-    explain_estimate,
-)
+from lora_keras.measure.estimate import estimate_for_model, estimate_training_memory
+from lora_keras.measure.estimate_text import COMPONENT_NOTES, explain_estimate
 
 TINY = dict(
     num_layers=2,

@@ -16,7 +16,8 @@ from conftest import (
 from keras.ops import convert_to_numpy as to_numpy
 
 import lora_keras as lk
-from lora_keras import gpt2_surgery, injection
+from lora_keras import gpt2_surgery
+from lora_keras.lora import apply as lora_apply
 
 HIDDEN, LAYERS, FFN = (
     TINY_GPT2["hidden_dim"],
@@ -212,7 +213,7 @@ def test_a_wrapper_refused_midway_unfreezes_those_built_before(tiny_backbone, mo
         raise ValueError("refused for the test")
 
     # query's wrappers (LoraEinsumDense) are built, then ffn_in's (LoraDense) is refused.
-    monkeypatch.setitem(injection.VARIANTS, "lora", (injection.LoraEinsumDense, refuse))
+    monkeypatch.setitem(lora_apply.VARIANTS, "lora", (lora_apply.LoraEinsumDense, refuse))
     with pytest.raises(ValueError, match="refused for the test"):
         lk.apply_lora(tiny_backbone, targets=("query", "ffn_in"))
     assert lk.trainable_summary(tiny_backbone) == before
@@ -365,4 +366,4 @@ print(type(model.backbone).__name__, len(lora_keras.lora_layers(model)))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split()[-2:] == ["LoraGPT2Backbone", str(2 * LAYERS)]
+    assert result.stdout.split()[-2:] == ["AdaptedGPT2Backbone", str(2 * LAYERS)]

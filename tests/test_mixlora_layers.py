@@ -33,7 +33,7 @@ def make_block(cls=lk.MixLoraFeedForward, **kwargs):
 def randomize(block, seed=1):
     """Non-zero B's (and magnitudes away from the kernel norms) so the experts differ."""
     rng = np.random.default_rng(seed)
-    for variable in block.adapter_weights:
+    for variable in block.adapter_weights().values():
         if variable.name != "kernel":  # the router keeps its own initialisation
             noise = rng.normal(0.0, 0.3, tuple(variable.shape)).astype("float32")
             variable.assign(variable.numpy() + noise)
@@ -216,7 +216,9 @@ def test_layer_contract(cls, variant_weights, tmp_path):
     assert count(block.trainable_weights) == HIDDEN * EXPERTS + experts + variant_weights
     frozen = HIDDEN * INTERMEDIATE + INTERMEDIATE + INTERMEDIATE * HIDDEN + HIDDEN
     assert count(block.non_trainable_weights) == frozen + EXPERTS  # + expert_counts
-    assert {id(v) for v in block.adapter_weights} == {id(v) for v in block.trainable_weights}
+    assert {id(v) for v in block.adapter_weights().values()} == {
+        id(v) for v in block.trainable_weights
+    }
 
     clone = cls.from_config(block.get_config())
     assert clone.get_config() == block.get_config()

@@ -12,8 +12,9 @@ from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, randomize_lora
 from layer_test_case import count
 
 import lora_keras as lk
+import lora_keras.mixlora.apply
 from lora_keras.experiments.train_one import train_one
-from lora_keras.mixlora_settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
+from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.report.expert_loads import expert_loads_figure
 
 HIDDEN, INTER = TINY_GPT2["hidden_dim"], TINY_GPT2["intermediate_dim"]
@@ -62,7 +63,7 @@ def test_apply_mixlora_replaces_every_ffn_and_changes_no_output(variant):
     magnitudes = 4 * (INTER + HIDDEN) if variant == "dora" else 0
     assert lk.trainable_summary(lm)["trainable"] == LAYERS * (expert_weights(4, 4) + magnitudes)
     trainable = {id(v) for v in lm.trainable_weights}
-    assert trainable == {id(v) for b in blocks for v in b.adapter_weights}
+    assert trainable == {id(v) for b in blocks for v in b.adapter_weights().values()}
 
 
 @pytest.mark.parametrize("lora_first", [True, False])
@@ -76,7 +77,7 @@ def test_attention_lora_combines_in_either_order(lora_first):
         step()
     lora = LAYERS * 2 * (HIDDEN * 2 + 2 * HIDDEN)
     assert lk.trainable_summary(lm)["trainable"] == LAYERS * expert_weights(4, 4) + lora
-    assert isinstance(lm.backbone, lk.MixLoraGPT2Backbone)
+    assert isinstance(lm.backbone, lk.AdaptedGPT2Backbone)
     assert len(lk.lora_layers(lm)) == LAYERS * 2
 
 
@@ -302,12 +303,18 @@ def test_the_report_shows_the_expert_loads(tmp_path):
     assert (tmp_path / "expert_loads.png").exists()
 
 
-def test_mixlora_defaults_are_apply_mixlora_defaults():
-    parameters = inspect.signature(lk.apply_mixlora).parameters
-    defaults = {name: p.default for name, p in parameters.items() if name != "model"}
-    assert defaults == MIXLORA_DEFAULTS
+def _defaults(function):
+    parameters = inspect.signature(function).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not inspect.Parameter.empty}
+
+
+def test_mixlora_defaults_are_apply_mixlora_defaults_and_the_layers():
+    assert _defaults(lk.apply_mixlora) == MIXLORA_DEFAULTS
+    # The layer (ground floor) keeps its own defaults; they must not drift from the settings.
+    layer_defaults = _defaults(lk.MixLoraFeedForward.__init__)
+    assert layer_defaults == {k: v for k, v in MIXLORA_DEFAULTS.items() if k != "variant"}
     assert lk.mixlora.MIXLORA_DEFAULTS is MIXLORA_DEFAULTS
-    assert tuple(lk.mixlora.VARIANTS) == MIXLORA_VARIANTS
+    assert tuple(lora_keras.mixlora.apply.VARIANTS) == MIXLORA_VARIANTS
 
 
 def test_expert_counts_stay_exact_under_mixed_precision():

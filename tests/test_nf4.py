@@ -5,7 +5,7 @@ import pytest
 from keras import ops
 
 import lora_keras as lk
-from lora_keras.quant.nf4 import (
+from lora_keras.layers.nf4_codec import (
     dequantize_arrays,
     nf4_bits_per_weight,
     stored_absmax,

@@ -12,7 +12,7 @@ from keras import ops
 import lora_keras as lk
 from lora_keras import gpt2_surgery as surgery
 from lora_keras.experiments.train_one import MODES
-from lora_keras.quant.nf4 import stored_shapes
+from lora_keras.layers.nf4_codec import stored_shapes
 
 NUM_BLOCKS = 2
 KERNEL_SHAPES = {  # the tiny GPT-2's block kernels (hidden 64, 4 heads, intermediate 128)
@@ -68,7 +68,7 @@ def test_quantize_nf4_stores_every_block_kernel_as_nf4():
     assert not lk.is_nf4_quantized(lm)
     layers = lk.quantize_nf4(lm)
     assert len(layers) == NUM_BLOCKS * 6 and lk.is_nf4_quantized(lm)
-    assert isinstance(lm.backbone, lk.NF4GPT2Backbone)
+    assert isinstance(lm.backbone, lk.AdaptedGPT2Backbone)
     for block in lm.backbone.transformer_layers:
         for target, shape in KERNEL_SHAPES.items():
             layer = surgery.get_layer(block, target)
@@ -168,13 +168,13 @@ def test_keras_round_trip_of_an_nf4_model_with_and_without_lora(tmp_path):
     lk.quantize_nf4(lm, block_size=32)
     lm.save(tmp_path / "nf4.keras")
     restored = keras.saving.load_model(tmp_path / "nf4.keras")
-    assert isinstance(restored.backbone, lk.NF4GPT2Backbone)
+    assert isinstance(restored.backbone, lk.AdaptedGPT2Backbone)
     np.testing.assert_array_equal(outputs(restored), outputs(lm))
     wrappers = lk.apply_lora(lm, rank=2, targets=("query", "ffn_out"))
     randomize_lora_b(wrappers)
     lm.save(tmp_path / "qlora.keras")
     restored = keras.saving.load_model(tmp_path / "qlora.keras")
-    assert isinstance(restored.backbone, lk.LoraGPT2Backbone) and lk.is_nf4_quantized(restored)
+    assert isinstance(restored.backbone, lk.AdaptedGPT2Backbone) and lk.is_nf4_quantized(restored)
     assert lk.lora_layers(restored).keys() == lk.lora_layers(lm).keys()
     assert all(layer.block_size == 32 for layer in lk.nf4_layers(restored).values())
     np.testing.assert_array_equal(outputs(restored), outputs(lm))
@@ -231,7 +231,7 @@ def test_merging_a_qlora_model_goes_through_a_float_model(tmp_path):
             function(lm)
         assert_same_layout(before, layout(lm))
     lk.dequantize_nf4(lm)
-    assert not lk.is_nf4_quantized(lm) and isinstance(lm.backbone, lk.LoraGPT2Backbone)
+    assert not lk.is_nf4_quantized(lm) and isinstance(lm.backbone, lk.AdaptedGPT2Backbone)
     np.testing.assert_allclose(outputs(lm), qlora, atol=1e-6)
     assert {id(v) for v in lm.trainable_weights} == {
         id(v) for w in lk.lora_layers(lm).values() for v in (w.lora_kernel_a, w.lora_kernel_b)

@@ -9,9 +9,9 @@ import pathlib
 import keras
 import numpy as np
 import pytest
+from conftest import make_tiny_lm
 
 import lora_keras as lk
-from conftest import make_tiny_lm
 
 pytestmark = pytest.mark.backends
 
@@ -49,4 +49,12 @@ def test_adapter_file_loads_into_a_fresh_model_with_the_same_outputs(folder, nam
     lm = make_tiny_lm()
     lk.load_adapter(lm, str(folder / f"{name}.lora.h5"))
     logits = lm.predict(_batch(outputs), verbose=0)
+    np.testing.assert_allclose(logits, outputs[name], atol=2e-5)
+
+
+@pytest.mark.parametrize(("folder", "name"), KERAS_FILES, ids=lambda v: getattr(v, "name", v))
+def test_a_loaded_old_file_saves_and_loads_again(folder, name, tmp_path):
+    outputs = np.load(folder / "outputs.npz")
+    keras.saving.load_model(folder / f"{name}.keras").save(tmp_path / "again.keras")
+    logits = keras.saving.load_model(tmp_path / "again.keras").predict(_batch(outputs), verbose=0)
     np.testing.assert_allclose(logits, outputs[name], atol=2e-5)

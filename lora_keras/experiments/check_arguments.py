@@ -13,7 +13,7 @@ import os
 from lora_keras.backends import check_backend
 from lora_keras.experiments.train_one import MODES
 from lora_keras.levers.options import OPTIONS
-from lora_keras.mixlora_settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
+from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
 from lora_keras.targets import check_targets
 

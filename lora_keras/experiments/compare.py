@@ -25,7 +25,7 @@ from lora_keras.levers.options import (
     check_options,
     options_sweep_runs,
 )
-from lora_keras.mixlora_settings import MIXLORA_DEFAULTS
+from lora_keras.mixlora.settings import MIXLORA_DEFAULTS
 
 DEFAULT_RESULTS_ROOT = "lora-keras-results"
 
@@ -298,7 +298,7 @@ def compare(
         steps: training steps per mode (the first is reported apart).
         out: a new folder for results.json, report.md and the plots.
         mixlora: for mode "mixlora", `apply_mixlora` settings that replace
-            `lora_keras.mixlora_settings.MIXLORA_DEFAULTS` (8 experts, top-2, rank 8).
+            `lora_keras.mixlora.settings.MIXLORA_DEFAULTS` (8 experts, top-2, rank 8).
         sample_prompts: prompts to generate from after training (timed).
         sample_length: the most tokens a generated sample has, prompt included.
         timeout_s: stop a run that takes longer than this.

@@ -15,7 +15,7 @@ def _setup_full(lm, spec):
 
 
 def _setup_lora(lm, spec, variant="lora"):
-    from lora_keras.injection import apply_lora
+    from lora_keras.lora import apply_lora
 
     apply_lora(
         lm,
@@ -27,8 +27,8 @@ def _setup_lora(lm, spec, variant="lora"):
 
 
 def _setup_mixlora(lm, spec):
-    from lora_keras.mixlora import apply_mixlora
-    from lora_keras.mixlora_settings import MIXLORA_DEFAULTS
+    from lora_keras.mixlora.apply import apply_mixlora
+    from lora_keras.mixlora.settings import MIXLORA_DEFAULTS
 
     # compare's rank and alpha are LoRA's; MixLoRA's come from spec["mixlora"] or the defaults.
     apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.get("mixlora") or {})})
@@ -41,7 +41,7 @@ def _setup_keras_lora(lm, spec):
 
 
 def _setup_qlora(lm, spec):
-    from lora_keras.quant.quantize_model import quantize_nf4
+    from lora_keras.qlora import quantize_nf4
 
     quantize_nf4(lm)  # QLoRA: NF4 block kernels (blocks of 64, double quantization)
     _setup_lora(lm, spec)
@@ -108,7 +108,7 @@ def train_one(spec):
             `learning_rate`, `seed`, `sample_prompts` (a list, maybe empty),
             `options` (the levers, see `lora_keras.levers.options.OPTIONS`; missing ones
             are off), and optionally `mixlora`, a dict of `apply_mixlora` settings for
-            mode "mixlora" (default `lora_keras.mixlora_settings.MIXLORA_DEFAULTS`).
+            mode "mixlora" (default `lora_keras.mixlora.settings.MIXLORA_DEFAULTS`).
 
     Returns:
         The run record of `results.json` (see `lora_keras.experiments.compare`).
@@ -120,15 +120,10 @@ def train_one(spec):
     from lora_keras.experiments.optimizer import tutorial_optimizer
     from lora_keras.levers import options as levers
     from lora_keras.levers.chunked_loss import ChunkedLossCausalLM
-    from lora_keras.measure import (
-        LossHistory,
-        MemoryCallback,
-        StepTimeCallback,
-        estimate_for_model,
-        memory_probe,
-        stored_weight_bytes,
-    )
-    from lora_keras.mixlora import mixlora_record
+    from lora_keras.measure.callbacks import LossHistory, MemoryCallback, StepTimeCallback
+    from lora_keras.measure.estimate import estimate_for_model, stored_weight_bytes
+    from lora_keras.measure.memory import memory_probe
+    from lora_keras.mixlora.apply import mixlora_record
     from lora_keras.models import load_gpt2
     from lora_keras.summary import trainable_summary
 

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from lora_keras.quant.nf4 import dequantize_arrays, nf4_quantize, stored_shapes
+from lora_keras.layers.nf4_codec import dequantize_arrays, nf4_quantize, stored_shapes
 
 
 def input_gradient_equation(equation):

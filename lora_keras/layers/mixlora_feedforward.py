@@ -152,10 +152,15 @@ class MixLoraFeedForward(keras.layers.Layer):
         """Per-expert output-column scales `(in (E, I), out (E, D))`, or None for LoRA."""
         return None
 
-    @property
     def adapter_weights(self):
-        """The weights that train: the router and the experts."""
-        return [self.router.kernel, *self.expert_factors()]
+        """`{name: variable}` of the weights that train (the router and the experts) and that
+        `lk.save_adapter` writes; as a LoRA layer's. Names are unique within a block."""
+        variables = [self.router.kernel, *self.expert_factors(), *self._variant_weights()]
+        return {variable.name: variable for variable in variables}
+
+    def _variant_weights(self):
+        """Weights a variant adds to the experts, which train too (none for LoRA)."""
+        return []
 
     def expert_factors(self):
         """Every expert's LoRA factors, stacked along a first axis of `num_experts`."""
@@ -292,9 +297,8 @@ class MixDoraFeedForward(MixLoraFeedForward):
             initializer=kernel_norms(self.output_dense),
         )
 
-    @property
-    def adapter_weights(self):
-        return [*super().adapter_weights, self.expert_in_magnitude, self.expert_out_magnitude]
+    def _variant_weights(self):
+        return [self.expert_in_magnitude, self.expert_out_magnitude]
 
     def _expert_scales(self, experts):
         norms_in = mixlora_math.dora_column_norms(

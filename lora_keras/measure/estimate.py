@@ -36,42 +36,15 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, for dtype sizes 
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import lora_layers
+from lora_keras.gpt2_surgery import lora_layers, nf4_layers
 from lora_keras.layers import BaseDoraLayer
-from lora_keras.measure.units import format_bytes, format_share
-from lora_keras.quant.nf4 import nf4_bits_per_weight as nf4_bits_per_weight_of
-from lora_keras.quant.nf4_backbone import nf4_config, nf4_layers
+from lora_keras.layers.nf4_codec import nf4_bits_per_weight as nf4_bits_per_weight_of
+from lora_keras.measure.estimate_text import ADAMW_SLOTS
 from lora_keras.summary import trainable_summary
 
-# AdamW's first and second moment estimates, each the shape and dtype of its weight.
-ADAMW_SLOTS = 2
 # Keras losses compute in float32 whatever the compute dtype, so the softmax gradient the
 # cross-entropy saves is float32.
 LOSS_DTYPE_BYTES = 4
-
-COMPONENT_NOTES = {
-    "weights": (
-        "every weight, trainable or frozen, stored once (NF4 kernels of a QLoRA model at their "
-        "packed size)"
-    ),
-    "gradients": "one gradient per trainable weight; frozen weights get none",
-    "optimizer_state": (
-        f"AdamW keeps {ADAMW_SLOTS} slots (first and second moments) per trainable weight"
-    ),
-    "activations": (
-        "tensors the forward pass saves for the backward pass: per block the layer norms, "
-        "query/key/value, the attention probabilities (batch x heads x seq x seq), the "
-        "feed-forward intermediate; then the logits (batch x seq x vocabulary) and their softmax "
-        "gradient. They scale with batch and sequence length, and LoRA keeps most of them"
-    ),
-    "dora": (
-        "DoRA's extra tensors: per DoRA layer the unscaled output (batch x seq x output units) "
-        "kept for the magnitude's gradient, its column norm and scale; and V = W + s*A@B with its "
-        "square, kernel-sized temporaries of the largest DoRA kernel, rebuilt every step for "
-        "the norm. Its magnitudes, their gradients and AdamW slots count with the trainable "
-        "weights"
-    ),
-}
 
 
 def estimate_training_memory(
@@ -254,7 +227,11 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
             f"{type(model).__name__}, which has no `num_layers`."
         )
     counts = trainable_summary(backbone)  # each weight once, tied embeddings included
-    nf4 = nf4_layers(backbone).values()
+    nf4 = list(nf4_layers(backbone).values())
+    # Every NF4 layer of a model shares its settings (`lk.quantize_nf4`); QLoRA's without one.
+    nf4_storage = (
+        {"block_size": nf4[0].block_size, "double_quant": nf4[0].double_quant} if nf4 else {}
+    )
     dora = [
         layer
         for layer in lora_layers(backbone).values()
@@ -282,7 +259,7 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         frozen_dtype_bytes=_dtype_bytes(policy.variable_dtype),
         dropout=backbone.dropout > 0,
         nf4_params=sum(math.prod(layer.kernel_shape) for layer in nf4),
-        nf4_bits_per_weight=nf4_bits_per_weight_of(**nf4_config(backbone).get("nf4", {})),
+        nf4_bits_per_weight=nf4_bits_per_weight_of(**nf4_storage),
         dora_output_units=sum(math.prod(layer.magnitude.shape) for layer in dora),
         dora_largest_kernel=max(
             (math.prod(layer.original_layer.kernel.shape) for layer in dora), default=0
@@ -300,20 +277,6 @@ def stored_weight_bytes(model):
     """
     backbone = surgery.find_backbone(model)
     return int(sum(math.prod(v.shape) * _dtype_bytes(v.dtype) for v in backbone.weights))
-
-
-def explain_estimate(estimate):
-    """Return one sentence per component of an estimate: its size, its share, and why.
-
-    Example: `"optimizer_state: 949.40 MiB (37.5% of 2.47 GiB): AdamW keeps 2 slots ..."`.
-    """
-    total = estimate["total"]
-    return [
-        f"{name}: {format_bytes(estimate[name])} ({format_share(estimate[name], total)} of "
-        f"{format_bytes(total)}): {note}."
-        for name, note in COMPONENT_NOTES.items()
-        if name in estimate  # `dora` only where there are DoRA layers
-    ]
 
 
 def _dtype_bytes(dtype):

@@ -4,7 +4,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lora_keras.levers.options import options_label
-from lora_keras.measure.estimate import COMPONENT_NOTES
+from lora_keras.measure.estimate_text import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
 from lora_keras.report.levers_markdown import MEMORY_GOAL, SPEED_GOAL, has_levers
 from lora_keras.report.results import measured_runs, run_label

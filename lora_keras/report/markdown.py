@@ -1,6 +1,6 @@
 """The report's Markdown, every number in it read from `results.json`."""
 
-from lora_keras.measure.estimate import explain_estimate
+from lora_keras.measure.estimate_text import explain_estimate
 from lora_keras.measure.units import format_bytes, format_seconds, format_share
 from lora_keras.report.expert_loads import mixlora_section
 from lora_keras.report.levers_markdown import checkpoints_lines, goals_section, levers_section

@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from lora_keras.io_utils import atomic_write_bytes
-from lora_keras.measure.estimate import COMPONENT_NOTES
+from lora_keras.measure.estimate_text import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
 from lora_keras.report.expert_loads import expert_loads_figure
 from lora_keras.report.levers_plots import checkpoints_figure, levers_figure

@@ -4,70 +4,34 @@ import keras
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import (
-    LoraGPT2Backbone,
-    _freeze_all_but_lora,
-    forget_traced_functions,
-    lora_layers,
-)
+from lora_keras.gpt2_surgery import is_nf4_quantized, lora_layers, mixlora_layers
 from lora_keras.layers import MixDoraFeedForward, MixLoraFeedForward
-from lora_keras.mixlora_settings import MIXLORA_DEFAULTS  # noqa: F401  (re-exported)
-from lora_keras.quant.nf4_backbone import is_nf4_quantized
+from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 
 # variant -> the block class: each variant is its own layer, never an `if` in one.
-VARIANTS = {"lora": MixLoraFeedForward, "dora": MixDoraFeedForward}
-
-
-@keras.saving.register_keras_serializable(package="lora_keras")
-class MixLoraGPT2Backbone(LoraGPT2Backbone):
-    """A `GPT2Backbone` whose config also records its MixLoRA blocks (and any LoRA).
-
-    As for `LoraGPT2Backbone`, a `.keras` file rebuilds the backbone from its
-    config, so `from_config` puts the mixtures back before the weights load.
-    """
-
-    def get_config(self):
-        config = super().get_config()
-        config["mixlora"] = mixlora_settings(self)
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        settings = config.pop("mixlora")
-        backbone = super().from_config(config)
-        apply_mixlora(backbone, **settings)
-        return backbone
-
-
-def mixlora_layers(model):
-    """The MixLoRA blocks in `model`, keyed by paths like `transformer_layer_0/ffn`."""
-    backbone = surgery.find_backbone(model)
-    found = {}
-    for index, block in enumerate(backbone.transformer_layers):
-        mixture = surgery.get_mixture(block)
-        if mixture is not None:
-            found[surgery.layer_path(index, "ffn")] = mixture
-    return found
+VARIANTS = dict(zip(MIXLORA_VARIANTS, (MixLoraFeedForward, MixDoraFeedForward), strict=True))
 
 
 def mixlora_settings(model):
     """The settings `apply_mixlora` was called with, read back from the blocks."""
-    first = next(iter(mixlora_layers(model).values()))
+    mixtures = mixlora_layers(model)
+    if not mixtures:
+        return None
+    first = next(iter(mixtures.values()))
     variant = next(name for name, cls in VARIANTS.items() if type(first) is cls)
-    keys = ("num_experts", "top_k", "rank", "alpha", "aux_loss_coef", "dropout")
+    keys = [key for key in MIXLORA_DEFAULTS if key != "variant"]
     return {**{key: getattr(first, key) for key in keys}, "variant": variant}
 
 
 def apply_mixlora(
     model,
-    num_experts=8,
-    top_k=2,
-    rank=8,
-    alpha=16.0,
-    aux_loss_coef=0.01,
-    dropout=0.0,
-    variant="lora",
+    num_experts=MIXLORA_DEFAULTS["num_experts"],
+    top_k=MIXLORA_DEFAULTS["top_k"],
+    rank=MIXLORA_DEFAULTS["rank"],
+    alpha=MIXLORA_DEFAULTS["alpha"],
+    aux_loss_coef=MIXLORA_DEFAULTS["aux_loss_coef"],
+    dropout=MIXLORA_DEFAULTS["dropout"],
+    variant=MIXLORA_DEFAULTS["variant"],
 ):
     """Replaces the feed-forward block of every transformer layer by a mixture of LoRA experts.
 
@@ -137,9 +101,9 @@ def apply_mixlora(
         raise
     for block, mixture, _ in planned:
         surgery.set_mixture(block, mixture)
-    _freeze_all_but_lora(backbone)
-    backbone.__class__ = MixLoraGPT2Backbone
-    forget_traced_functions(model)
+    surgery.freeze_all_but_adapters(backbone)
+    surgery.settle_class(backbone)
+    surgery.forget_traced_functions(model)
     return [mixture for _, mixture, _ in planned]
 
 
@@ -172,3 +136,10 @@ def mixlora_record(model):
         "mixlora": settings,
         "expert_loads": expert_loads(model),
     }
+
+
+def _restore(backbone, settings):
+    apply_mixlora(backbone, **settings)
+
+
+surgery.register_section("mixlora", mixlora_settings, _restore)

@@ -1,8 +1,5 @@
-"""MixLoRA's default settings, without Keras: `compare` records and checks them before any run.
-
-`apply_mixlora`'s keyword defaults are these (tests/test_mixlora_model.py checks it), and
-`MIXLORA_VARIANTS` are the keys of `lora_keras.mixlora.VARIANTS`.
-"""
+"""MixLoRA's settings and their defaults, without Keras: `compare` records and checks them
+before any run, and `apply_mixlora` takes its keyword defaults from here."""
 
 # What `compare --modes mixlora` uses unless its `mixlora` argument says otherwise.
 MIXLORA_DEFAULTS = {
@@ -15,4 +12,5 @@ MIXLORA_DEFAULTS = {
     "variant": "lora",
 }
 
+# "lora" is MixLoRA, "dora" MixDoRA: the keys of `lora_keras.mixlora.apply.VARIANTS`.
 MIXLORA_VARIANTS = ("lora", "dora")

@@ -1,15 +1,8 @@
 """QLoRA's model side: store a GPT-2's block kernels as NF4, or bring them back to float."""
 
-import keras_hub
-
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import forget_traced_functions, lora_layers
-from lora_keras.quant.nf4_backbone import (
-    NF4GPT2Backbone,
-    is_nf4_quantized,
-    nf4_layers,
-    place_nf4_layers,
-)
+from lora_keras.gpt2_surgery import is_nf4_quantized, lora_layers, nf4_layers
+from lora_keras.qlora.nf4_section import place_nf4_layers
 
 
 def quantize_nf4(model, block_size=64, double_quant=True):
@@ -74,8 +67,7 @@ def quantize_nf4(model, block_size=64, double_quant=True):
                     "`lk.quantize_nf4`."
                 )
     layers = place_nf4_layers(backbone, block_size, double_quant)
-    backbone.__class__ = NF4GPT2Backbone
-    forget_traced_functions(model)
+    surgery.forget_traced_functions(model)
     return layers
 
 
@@ -108,6 +100,5 @@ def dequantize_nf4(model):
                 surgery.replace_sublayer(wrapped[path], "original_layer", float_layer)
             else:
                 surgery.set_layer(block, target, float_layer)
-    if not wrapped:
-        backbone.__class__ = keras_hub.models.GPT2Backbone
-    forget_traced_functions(model)
+    surgery.settle_class(backbone)
+    surgery.forget_traced_functions(model)

@@ -9,15 +9,10 @@ import json
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.injection import lora_layers
-from lora_keras.mixlora import apply_mixlora, mixlora_layers, mixlora_settings
+from lora_keras.gpt2_surgery import lora_layers, mixlora_layers
+from lora_keras.mixlora.apply import apply_mixlora, mixlora_settings
 
 GROUP = "mixlora"
-
-
-def _named_weights(mixture):
-    # Variable names are unique within a block: the router's is "kernel".
-    return {variable.name: variable for variable in mixture.adapter_weights}
 
 
 def write_mixture(file, model):
@@ -26,7 +21,7 @@ def write_mixture(file, model):
     group.attrs["settings"] = json.dumps(mixlora_settings(model))
     for layer_path, mixture in mixlora_layers(model).items():
         block_group = group.create_group(layer_path)
-        for name, variable in _named_weights(mixture).items():
+        for name, variable in mixture.adapter_weights().items():
             block_group[name] = np.asarray(variable.numpy())
 
 
@@ -75,6 +70,6 @@ def load_mixture(stored, model):
     if not mixlora_layers(model):
         apply_mixlora(model, **settings)
     for layer_path, mixture in mixlora_layers(model).items():
-        for name, variable in _named_weights(mixture).items():
+        for name, variable in mixture.adapter_weights().items():
             variable.assign(blocks[layer_path][name])
     return settings
