@@ -25,6 +25,11 @@ def atomic_write_bytes(path, data):
     ```
     """
     path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(
+            f"Cannot write '{path}': it is a folder. Give the path of a file, for example "
+            f"'{os.path.join(path, 'adapter.lora.h5')}'."
+        )
     folder, name = os.path.split(os.path.abspath(path))
     temp_path = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     # `os.open` with an explicit mode lets the umask apply as for any new file (unlike

@@ -240,3 +240,50 @@ def test_column_norm_and_scale_are_shared_pure_functions():
     # An all-zero column gets a finite scale (so its zero output stays zero), not a NaN.
     scale = dora_math.magnitude_scale(np.zeros(5, "float32"), np.zeros(5, "float32"))
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(scale), np.zeros(5))
+
+
+@pytest.mark.parametrize("merged_first", [False, True])
+def test_a_zero_magnitude_is_refused_before_anything_changes(merged_first):
+    layer = trained(lk.DoraEinsumDense(built_query(), rank=2))
+    if merged_first:
+        layer.merge()
+    magnitude = layer.magnitude.numpy()
+    magnitude[0, 0] = 0.0
+    layer.magnitude.assign(magnitude)
+    kernel = layer.original_layer.kernel.numpy()
+    action = "unmerge" if merged_first else "merge"
+    with pytest.raises(
+        ValueError, match=f"Cannot {action} layer '.*_dora': 1 of its DoRA magnitudes are 0"
+    ):
+        getattr(layer, action)()
+    np.testing.assert_array_equal(layer.original_layer.kernel.numpy(), kernel)
+    assert layer.merged == merged_first
+    assert np.isfinite(layer.original_layer.kernel.numpy()).all()
+
+
+def test_dropout_follows_peft_dora():
+    """PEFT's DoRA with dropout: x W + b + (m/||V|| - 1) drop(x) W + (m/||V||) s drop(x) A B."""
+    layer = trained(lk.DoraEinsumDense(built_query(), rank=2, dropout=0.5))
+    x = np.random.default_rng(0).normal(size=(2, 3, 64)).astype("float32")
+    seed = layer.dropout_layer.seed_generator.state
+    before = keras.ops.convert_to_numpy(seed.value)
+    got = run(layer, x, training=True)
+    seed.assign(before)  # the same mask again, from the layer's own dropout
+    dropped = keras.ops.convert_to_numpy(layer.dropout_layer(x, training=True))
+    assert (dropped == 0).any()
+    original = layer.original_layer
+    w, bias = original.kernel.numpy(), original.bias.numpy()
+    a, b = layer.lora_kernel_a.numpy(), layer.lora_kernel_b.numpy()
+    v = w + layer.scaling * np.einsum("cr,rde->cde", a, b)
+    scale = layer.magnitude.numpy() / np.sqrt(np.sum(v**2, axis=0))
+    expected = (
+        np.einsum("abc,cde->abde", x, w)
+        + bias
+        + (scale - 1) * np.einsum("abc,cde->abde", dropped, w)
+        + scale * layer.scaling * np.einsum("abc,cr,rde->abde", dropped, a, b)
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    # Without training (no dropout) it is the paper's formula, as without dropout.
+    np.testing.assert_allclose(
+        run(layer, x), dora_formula(layer, x, "abc,cde->abde", "cr,rde->cde", 0), atol=1e-5
+    )

@@ -345,6 +345,15 @@ def test_fit_on_a_merged_model_says_to_unmerge(tiny_lm):
     tiny_lm.fit(x, y, epochs=1, batch_size=2, verbose=0)
 
 
+@pytest.mark.parametrize("alpha", [float("nan"), -32.0])
+def test_a_nan_or_negative_alpha_is_refused_and_changes_nothing(tiny_backbone, alpha):
+    before = lk.trainable_summary(tiny_backbone)
+    with pytest.raises(ValueError, match="LoRA alpha must be a finite number above 0"):
+        lk.apply_lora(tiny_backbone, alpha=alpha)
+    assert lk.lora_layers(tiny_backbone) == {}
+    assert lk.trainable_summary(tiny_backbone) == before
+
+
 def test_a_bool_rank_is_refused_and_changes_nothing(tiny_backbone):
     before = lk.trainable_summary(tiny_backbone)
     with pytest.raises(

@@ -43,3 +43,10 @@ def test_an_unserializable_object_leaves_the_old_file(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_json(target, {"bad": object()})
     assert target.read_text() == "old"
+
+
+def test_a_folder_in_place_of_the_file_is_refused_by_its_name(tmp_path):
+    (tmp_path / "adapter").mkdir()
+    with pytest.raises(IsADirectoryError, match=r"Cannot write '.*adapter': it is a folder\."):
+        atomic_write_bytes(tmp_path / "adapter", b"x")
+    assert os.listdir(tmp_path / "adapter") == [] and os.listdir(tmp_path) == ["adapter"]

@@ -220,3 +220,27 @@ def test_equation_and_kernel_must_agree():
         ValueError, match="names 3 kernel axes but the kernel has shape \\(64, 4\\)"
     ):
         lora_equations("abc,cde->abde", (64, 4))
+
+
+@pytest.mark.parametrize("alpha", [float("nan"), float("inf"), -2.0, 0.0, "8", True])
+def test_alpha_that_is_not_a_finite_positive_number_is_refused(alpha):
+    original = built_query()
+    with pytest.raises(ValueError, match="LoRA alpha must be a finite number above 0"):
+        lk.LoraEinsumDense(original, rank=2, alpha=alpha)
+    assert original.trainable  # refused before anything was frozen
+
+
+@pytest.mark.parametrize(("a_init", "bound"), [("lora", 1.0), ("he_uniform", 6.0**0.5)])
+def test_a_starts_within_the_reference_bound(a_init, bound):
+    # The reference LoRA and PEFT draw A with kaiming_uniform(a=sqrt(5)): within 1/sqrt(fan_in);
+    # Keras's HeUniform (enable_lora's) draws within sqrt(6/fan_in).
+    keras.utils.set_random_seed(0)
+    layer = lk.LoraDense(built_dense(units=512, hidden=256), rank=64, a_init=a_init)
+    a = np.abs(to_numpy(layer.lora_kernel_a)) * 256**0.5  # in units of 1/sqrt(fan_in)
+    assert a.max() <= bound and a.max() > 0.99 * bound
+    assert layer.get_config()["a_init"] == a_init
+
+
+def test_unknown_a_init_is_refused():
+    with pytest.raises(ValueError, match="Unknown a_init 'glorot': use one of lora, he_uniform"):
+        lk.LoraDense(built_dense(), rank=2, a_init="glorot")

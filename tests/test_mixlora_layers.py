@@ -238,6 +238,11 @@ def test_layer_contract(cls, variant_weights, tmp_path):
         (dict(rank=17), "MixLoRA rank 17 is larger than the smallest dimension (16)"),
         (dict(rank=0), "MixLoRA rank must be an integer of at least 1, got rank=0"),
         (dict(dropout=1.0), "MixLoRA dropout must be in [0, 1), got dropout=1.0"),
+        (dict(dropout=float("nan")), "MixLoRA dropout must be in [0, 1), got dropout=nan"),
+        (dict(alpha=float("nan")), "MixLoRA alpha must be a finite number above 0"),
+        (dict(alpha=-1.0), "MixLoRA alpha must be a finite number above 0"),
+        (dict(aux_loss_coef=-0.1), "MixLoRA aux_loss_coef must be a finite number of at least 0"),
+        (dict(aux_loss_coef=float("nan")), "aux_loss_coef must be a finite number of at least 0"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, message):

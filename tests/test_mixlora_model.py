@@ -131,6 +131,11 @@ def test_aux_loss_is_added_to_the_model_losses():
         (dict(num_experts=0, top_k=1), "MixLoRA needs at least 1 expert, got num_experts=0"),
         (dict(rank=65), "MixLoRA rank 65 is larger than the smallest dimension (64)"),
         (dict(variant="vera"), "Unknown MixLoRA variant 'vera'. Known: lora, dora"),
+        (dict(alpha=float("nan")), "MixLoRA alpha must be a finite number above 0"),
+        (
+            dict(alpha=-16.0),
+            "(updates are scaled by alpha / rank), got alpha=-16.0",
+        ),
     ],
 )
 def test_bad_arguments_change_nothing(kwargs, message):

@@ -126,10 +126,23 @@ def test_zeros_and_padding_round_trip():
     assert q.codes.shape == (8,)  # 15 values padded to 16, two codes a byte
 
 
-@pytest.mark.parametrize("block_size", [0, 3, 2.5])
+@pytest.mark.parametrize("block_size", [0, 3, 2.5, 64.0, "64", True])
 def test_bad_block_size_is_refused(block_size):
-    with pytest.raises(ValueError, match=f"block_size must be an even integer .* got {block_size}"):
+    with pytest.raises(ValueError, match="block_size must be an even integer .* got "):
         lk.nf4_quantize(np.ones((4, 4)), block_size=block_size)
+
+
+@pytest.mark.parametrize(
+    ("x", "message"),
+    [
+        (np.zeros((0, 4)), r"Cannot quantize an empty array \(shape \(0, 4\)\) to NF4"),
+        (np.ones(4) * (1 + 1j), "Cannot quantize an array of dtype complex128 to NF4"),
+        (np.array(["a", "b"]), "Cannot quantize an array of dtype <U1 to NF4"),
+    ],
+)
+def test_arrays_nf4_cannot_hold_are_refused(x, message):
+    with pytest.raises(ValueError, match=message):
+        lk.nf4_quantize(x)
 
 
 def test_non_finite_values_are_refused():

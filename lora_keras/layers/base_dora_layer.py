@@ -1,5 +1,6 @@
 """DoRA: LoRA's update applied to the direction of each output unit, with a trainable magnitude."""
 
+import numpy as np
 from keras import ops
 
 from lora_keras.layers.base_lora_layer import BaseLoraLayer, widened
@@ -25,9 +26,11 @@ class BaseDoraLayer(BaseLoraLayer):
 
     `merge()` stores `W' = m V / ||V||` in the kernel and keeps `||V||` in the
     non-trainable `merged_norm` (one value per output unit), from which
-    `unmerge()` gives back `W = W' ||V|| / m - scaling * A @ B` (so a magnitude
-    trained to exactly zero cannot be unmerged). Dropout, as in LoRA, applies to
-    the low-rank branch's input only.
+    `unmerge()` gives back `W = W' ||V|| / m - scaling * A @ B`; a magnitude of
+    exactly zero erases its unit's direction, so both refuse such a layer before
+    changing anything. Dropout applies to the low-rank branch's input, as in
+    PEFT's DoRA: `x W + b + (m/||V|| - 1) drop(x) W + (m/||V||) s drop(x) A B`,
+    which without dropout is the formula above.
 
     Subclasses pick the wrapped layer's equation, as the LoRA ones do; the
     kernel's output axes must come last (true of every GPT-2 projection).
@@ -73,9 +76,19 @@ class BaseDoraLayer(BaseLoraLayer):
         # norm is of the float32 sum, which a half-precision kernel would round.
         adapted_kernel = ops.stop_gradient(self._adapted_kernel())
         scale = self._adapted_scale(adapted_kernel)
-        adapted = super()._adapt(outputs, inputs, training)
-        # The output axes are last: the (output units) scale broadcasts over batch and sequence.
-        return ops.multiply(adapted, ops.cast(scale, adapted.dtype))
+        scale = ops.cast(scale, outputs.dtype)  # output axes last: broadcasts over batch, seq
+        lora_inputs = self._dropped(inputs, training)
+        update = self._update(lora_inputs)
+        if lora_inputs is inputs:
+            # (m/||V||) (x W + s x A B): one scaling of the sum.
+            return ops.multiply(ops.add(outputs, update), scale)
+        # With dropout, PEFT's form: x W + (m/||V|| - 1) drop(x) W + (m/||V||) s drop(x) A B.
+        # It costs one more frozen projection, of the dropped input, while training only.
+        dropped_projection = self._frozen_projection(lora_inputs)
+        return ops.add(
+            ops.add(outputs, ops.multiply(dropped_projection, ops.subtract(scale, 1))),
+            ops.multiply(update, scale),
+        )
 
     def _adapted_kernel(self):
         """`W + scaling * A @ B`, in float32 for a half-precision kernel."""
@@ -87,6 +100,16 @@ class BaseDoraLayer(BaseLoraLayer):
         # Kept for `unmerge`: the merged kernel alone cannot tell it.
         self.merged_norm.assign(norm)
         return ops.multiply(adapted_kernel, magnitude_scale(self.magnitude, norm))
+
+    def _check_reversible(self, action):
+        zeros = int(np.sum(ops.convert_to_numpy(self.magnitude) == 0))
+        if zeros:
+            raise ValueError(
+                f"Cannot {action} layer '{self.name}': {zeros} of its DoRA magnitudes are 0, "
+                "and a merged kernel keeps no direction for such a unit, so unmerging would "
+                "divide by zero. Keep the layer unmerged (it computes the same outputs), or give "
+                "those magnitudes a non-zero value first."
+            )
 
     def _unmerged_kernel(self, merged_kernel):
         adapted_kernel = ops.divide(

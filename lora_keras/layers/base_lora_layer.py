@@ -1,6 +1,7 @@
 """The behaviour that every LoRA wrapper shares, whatever layer it wraps."""
 
 import math
+import numbers
 
 import keras
 from keras import ops
@@ -9,6 +10,14 @@ from lora_keras.layers.base_nf4_layer import BaseNF4Layer
 from lora_keras.layers.lora_equations import lora_equations
 
 HALF_DTYPES = ("float16", "bfloat16")
+
+# How A starts (B starts at zero). "lora" is the reference LoRA's and PEFT's: kaiming-uniform
+# with a=sqrt(5), i.e. uniform within +-1/sqrt(fan_in); "he_uniform" is Keras's `enable_lora`'s,
+# within +-sqrt(6/fan_in), about 2.45x wider.
+A_INITIALIZERS = {
+    "lora": lambda: keras.initializers.VarianceScaling(1.0 / 3.0, "fan_in", "uniform"),
+    "he_uniform": keras.initializers.HeUniform,
+}
 
 
 def adapter_policy(policy):
@@ -21,6 +30,18 @@ def adapter_policy(policy):
     if policy.variable_dtype in HALF_DTYPES:
         return keras.DTypePolicy(f"mixed_{policy.variable_dtype}")
     return policy
+
+
+def check_alpha(alpha, method):
+    """`alpha` as a float, or a ValueError naming `method`: a scale is a finite number above 0."""
+    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not alpha > 0:
+        raise ValueError(
+            f"{method} alpha must be a finite number above 0 (updates are scaled by alpha / "
+            f"rank), got alpha={alpha!r}."
+        )
+    if not math.isfinite(alpha):
+        raise ValueError(f"{method} alpha must be a finite number above 0, got alpha={alpha!r}.")
+    return float(alpha)
 
 
 def widened(kernel):
@@ -36,8 +57,9 @@ class BaseLoraLayer(keras.layers.Layer):
     """Wraps a frozen projection and adds a trainable low-rank update to it.
 
     The output is `activation(x W + b + scaling * (dropout(x) A) B)` where `W` and
-    `b` belong to the frozen `original_layer`. `A` is He-uniform and `B` is zero,
-    so the wrapper computes exactly what the original layer did until `B` trains.
+    `b` belong to the frozen `original_layer`. `A` starts as the reference LoRA's
+    (see `a_init`) and `B` at zero, so the wrapper computes exactly what the
+    original layer did until `B` trains.
 
     Subclasses only say how the wrapped layer contracts its input with its
     kernel (`_base_equation()`); the LoRA equations are derived from it, and
@@ -56,6 +78,8 @@ class BaseLoraLayer(keras.layers.Layer):
         merged: bool. Whether the update is already folded into the frozen
             kernel (set by `merge()`; kept in the config so a saved merged model
             reloads merged).
+        a_init: how A starts: "lora" (the reference LoRA's and PEFT's, uniform
+            within 1/sqrt(fan_in)) or "he_uniform" (Keras's `enable_lora`'s).
         **kwargs: standard `keras.layers.Layer` arguments such as `name`.
     """
 
@@ -72,6 +96,7 @@ class BaseLoraLayer(keras.layers.Layer):
         dropout=0.0,
         rslora=False,
         merged=False,
+        a_init="lora",
         **kwargs,
     ):
         kwargs.setdefault("name", f"{original_layer.name}_lora")
@@ -92,9 +117,12 @@ class BaseLoraLayer(keras.layers.Layer):
             raise ValueError(f"LoRA rank must be an integer of at least 1, got rank={rank}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout}.")
+        self.alpha = check_alpha(alpha, "LoRA")
+        if a_init not in A_INITIALIZERS:
+            raise ValueError(f"Unknown a_init {a_init!r}: use one of {', '.join(A_INITIALIZERS)}.")
+        self.a_init = a_init
         self.original_layer = original_layer
         self.rank = int(rank)
-        self.alpha = float(alpha)
         self.dropout = float(dropout)
         self.rslora = bool(rslora)
         self.merged = bool(merged)
@@ -145,7 +173,7 @@ class BaseLoraLayer(keras.layers.Layer):
         self.lora_kernel_a = self.add_weight(
             name="lora_kernel_a",
             shape=(*input_dims, self.rank),
-            initializer=keras.initializers.HeUniform(),
+            initializer=A_INITIALIZERS[self.a_init](),
         )
         self.lora_kernel_b = self.add_weight(
             name="lora_kernel_b",
@@ -173,15 +201,21 @@ class BaseLoraLayer(keras.layers.Layer):
 
     def _adapt(self, outputs, inputs, training):
         """The frozen projection's `outputs` with the update applied (variants override)."""
-        lora_inputs = inputs
-        if self.dropout_layer is not None:
-            lora_inputs = self.dropout_layer(inputs, training=training)
+        return ops.add(outputs, self._update(self._dropped(inputs, training)))
+
+    def _dropped(self, inputs, training):
+        """The low-rank branch's input: `inputs` after dropout, while training with dropout."""
+        if self.dropout_layer is None or not training:
+            return inputs
+        return self.dropout_layer(inputs, training=training)
+
+    def _update(self, lora_inputs):
+        """`scaling * (lora_inputs A) B`, in the frozen projection's output shape."""
         # Scale the rank-sized intermediate, not the full-width output: it is
         # the cheapest place in the branch to multiply.
         low_rank = ops.einsum(self.equations.input_times_a, lora_inputs, self.lora_kernel_a)
         low_rank = ops.multiply(low_rank, ops.cast(self.scaling, low_rank.dtype))
-        update = ops.einsum(self.equations.low_rank_times_b, low_rank, self.lora_kernel_b)
-        return ops.add(outputs, update)
+        return ops.einsum(self.equations.low_rank_times_b, low_rank, self.lora_kernel_b)
 
     def adapter_weights(self):
         """`{name: variable}` of the weights that train and that `lk.save_adapter` writes."""
@@ -204,6 +238,7 @@ class BaseLoraLayer(keras.layers.Layer):
             raise ValueError(
                 f"Layer '{self.name}' is already merged: call `unmerge()` before merging again."
             )
+        self._check_reversible("merge")
         kernel = self.original_layer.kernel
         kernel.assign(ops.cast(self._merged_kernel(kernel), kernel.dtype))
         self.merged = True
@@ -212,9 +247,16 @@ class BaseLoraLayer(keras.layers.Layer):
         """Takes the merged update back out of the frozen kernel."""
         if not self.merged:
             raise ValueError(f"Layer '{self.name}' is not merged: there is nothing to unmerge.")
+        self._check_reversible("unmerge")
         kernel = self.original_layer.kernel
         kernel.assign(ops.cast(self._unmerged_kernel(kernel), kernel.dtype))
         self.merged = False
+
+    def _check_reversible(self, action):
+        """Raises, before anything changes, if `action` could not be undone exactly.
+
+        LoRA's merge subtracts back what it added: always reversible. Variants override.
+        """
 
     def _merged_kernel(self, kernel):
         """The kernel that computes the adapted layer alone: `W + scaling * A @ B`."""
@@ -248,6 +290,7 @@ class BaseLoraLayer(keras.layers.Layer):
                 "dropout": self.dropout,
                 "rslora": self.rslora,
                 "merged": self.merged,
+                "a_init": self.a_init,
             }
         )
         return config

@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from lora_keras.layers import dora_math, mixlora_math
-from lora_keras.layers.base_lora_layer import adapter_policy
+from lora_keras.layers.base_lora_layer import adapter_policy, check_alpha
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -75,6 +75,12 @@ class MixLoraFeedForward(keras.layers.Layer):
             raise ValueError(f"MixLoRA rank must be an integer of at least 1, got rank={rank}.")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MixLoRA dropout must be in [0, 1), got dropout={dropout}.")
+        self.alpha = check_alpha(alpha, "MixLoRA")
+        if not 0.0 <= aux_loss_coef < float("inf"):
+            raise ValueError(
+                "MixLoRA aux_loss_coef must be a finite number of at least 0 (0 turns the "
+                f"load-balance loss off), got aux_loss_coef={aux_loss_coef!r}."
+            )
         for role, layer in (("intermediate", intermediate_dense), ("output", output_dense)):
             if not isinstance(layer, keras.layers.Dense):
                 raise ValueError(
@@ -87,7 +93,6 @@ class MixLoraFeedForward(keras.layers.Layer):
         self.num_experts = int(num_experts)
         self.top_k = int(top_k)
         self.rank = int(rank)
-        self.alpha = float(alpha)
         self.aux_loss_coef = float(aux_loss_coef)
         self.dropout = float(dropout)
         self.scaling = self.alpha / self.rank

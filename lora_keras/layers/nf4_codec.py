@@ -13,6 +13,7 @@ that the NF4 layers run it on the fly on every backend; `nf4_dequantize` uses th
 
 import dataclasses
 import math
+import numbers
 from statistics import NormalDist
 
 import numpy as np
@@ -132,12 +133,23 @@ def nf4_quantize(x, block_size=64, double_quant=True):
     lk.nf4_dequantize(q).shape  # (768, 2304)
     ```
     """
-    if int(block_size) != block_size or block_size < 2 or block_size % 2:
+    if not isinstance(block_size, numbers.Integral) or block_size < 2 or block_size % 2:
         raise ValueError(
             f"block_size must be an even integer of at least 2 (two codes a byte), "
-            f"got {block_size}."
+            f"got {block_size!r}."
         )
-    x = np.asarray(x, dtype="float64")
+    x = np.asarray(x)
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(
+            f"Cannot quantize an array of dtype {x.dtype} to NF4: give real numbers (a float "
+            "kernel); NF4 has no complex or non-numeric codes."
+        )
+    if x.size == 0:
+        raise ValueError(
+            f"Cannot quantize an empty array (shape {x.shape}) to NF4: there is no value to scale "
+            "a block by. Give an array with at least one value."
+        )
+    x = x.astype("float64")
     if not np.isfinite(x).all():
         raise ValueError("Cannot quantize to NF4: the tensor has NaN or infinite values.")
     shape = tuple(int(d) for d in x.shape)

@@ -41,6 +41,7 @@ def apply_lora(
     dropout=0.0,
     rslora=False,
     variant="lora",
+    a_init="lora",
 ):
     """Wraps the target projections of every transformer block with LoRA.
 
@@ -58,6 +59,8 @@ def apply_lora(
         rslora: bool, scale by `alpha / sqrt(rank)` instead.
         variant: "lora", or "dora" (`lk.DoraEinsumDense`, `lk.DoraDense`: a
             trainable magnitude per output unit, which trains with A and B).
+        a_init: how A starts: "lora" (the reference LoRA's and PEFT's) or
+            "he_uniform" (Keras's `enable_lora`'s); see `lk.BaseLoraLayer`.
 
     Returns:
         The list of wrapper layers inserted, block by block.
@@ -103,7 +106,7 @@ def apply_lora(
                 wrapper_class = for_einsum if isinstance(original, einsum) else for_dense
                 was_trainable = original.trainable
                 wrapper = wrapper_class(
-                    original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora
+                    original, rank=rank, alpha=alpha, dropout=dropout, rslora=rslora, a_init=a_init
                 )
                 planned.append((block, target, wrapper, was_trainable))
     except Exception:
