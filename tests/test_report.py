@@ -2,6 +2,7 @@ import json
 import os
 import re
 
+import matplotlib.figure
 import matplotlib.image
 import pytest
 
@@ -175,7 +176,7 @@ def test_missing_results_is_an_error_naming_the_file(tmp_path):
         ("{not json", "is not valid JSON"),
         (json.dumps({"schema_version": 2}), "has schema_version 2, but this lora_keras reads"),
         (json.dumps({"schema_version": 1, "runs": []}), "lacks environment, config: rerun"),
-        (json.dumps({**COMPARE, "runs": [{"mode": "full"}]}), "run 0 lacks status: rerun"),
+        (json.dumps({**COMPARE, "runs": [{"mode": "full"}]}), "runs[0] lacks status: rerun"),
     ],
 )
 def test_invalid_results_is_an_error_naming_the_file(tmp_path, content, message):
@@ -330,3 +331,45 @@ def test_seconds_read_as_milliseconds_under_one_second():
     assert format_seconds(0.9996) == "999.6 ms"
     assert format_seconds(1.5) == "1.50 s"  # a CPU step, to two decimals
     assert format_seconds(14.26) == "14.26 s"
+
+
+SAVED_RESULTS = os.path.join(os.path.dirname(__file__), "data", "results_0_1_0", "results.json")
+
+
+def _nested_removals():
+    """`(run index, field, nested key or None)` for every field a run written by 0.1.0 holds."""
+    with open(SAVED_RESULTS) as file:
+        runs = json.load(file)["runs"]
+    for index, run in enumerate(runs):
+        for field, value in run.items():
+            yield index, field, None
+            for key in value if isinstance(value, dict) else ():
+                yield index, field, key
+
+
+def test_a_results_json_written_by_0_1_0_draws_a_report(tmp_path):
+    with open(SAVED_RESULTS) as file:
+        write(tmp_path, json.load(file))
+    write_report(tmp_path)
+    assert "mixlora r=8" in (tmp_path / "report.md").read_text()
+
+
+@pytest.mark.parametrize(("index", "field", "key"), list(_nested_removals()))
+def test_any_field_removed_by_hand_is_drawn_without_it_or_named(
+    tmp_path, monkeypatch, index, field, key
+):
+    # Every figure is still built from the results; only its PNG encoding, the slow part, is
+    # skipped.
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda *args, **kwargs: None)
+    with open(SAVED_RESULTS) as file:
+        data = json.load(file)
+    if key is None:
+        del data["runs"][index][field]
+    else:
+        del data["runs"][index][field][key]
+    write(tmp_path, data)
+    try:
+        write_report(tmp_path)
+    except ValueError as error:  # never a KeyError or TypeError traceback
+        assert "results.json" in str(error) and f"runs[{index}]" in str(error)
+        assert not (tmp_path / "report.md").exists()

@@ -92,6 +92,19 @@ RUN_FIELDS = {
     "expert_loads": "an object of number lists",
 }
 REQUIRED_RUN_FIELDS = ("mode", "status")
+# The keys a report reads inside a run's objects, wherever the object is recorded.
+NESTED_RUN_FIELDS = {
+    "memory_checkpoints": (
+        "after_imports",
+        "model_built",
+        "optimizer_built",
+        "after_first_step",
+        "peak",
+    ),
+    "estimate": ("weights", "gradients", "optimizer_state", "activations", "total"),
+}
+# Fields a report reads together: where the first is recorded, the second must be too.
+TOGETHER = {"expert_loads": "mixlora", "mixlora": "expert_loads"}
 
 
 def check_results(results, path):
@@ -114,7 +127,7 @@ def check_results(results, path):
         missing = [key for key in REQUIRED_RUN_FIELDS if key not in run]
         if missing:
             raise ValueError(
-                f"{path}: run {index} lacks {', '.join(missing)}: rerun the comparison to "
+                f"{path}: runs[{index}] lacks {', '.join(missing)}: rerun the comparison to "
                 "rewrite it."
             )
         for field, kind in RUN_FIELDS.items():
@@ -124,6 +137,19 @@ def check_results(results, path):
                     f"runs[{index}].{field}",
                     kind + (" or null" * (field not in REQUIRED_RUN_FIELDS)),
                     value,
+                )
+        for field, keys in NESTED_RUN_FIELDS.items():
+            missing = [key for key in keys if run.get(field) is not None and key not in run[field]]
+            if missing:
+                raise ValueError(
+                    f"{path}: runs[{index}].{field} lacks {', '.join(missing)}: fix it by hand "
+                    "or rerun the comparison to rewrite it."
+                )
+        for field, other in TOGETHER.items():
+            if run.get(field) is not None and run.get(other) is None:
+                raise ValueError(
+                    f"{path}: runs[{index}] has {field} but no {other}, which the report reads "
+                    "with it: fix it by hand or rerun the comparison to rewrite it."
                 )
         for number, sample in enumerate(run.get("samples") or []):
             for field in ("prompt", "text"):
