@@ -21,115 +21,59 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-keras/lora-keras/blob/main/notebooks/01_lora_gpt2_walkthrough.ipynb)
 #
+# **Why LoRA.** Fine-tuning every weight of a large model needs, for each weight, a gradient and
+# AdamW's two moment estimates: four copies of the model in memory. LoRA
+# ([Hu et al., 2021](https://arxiv.org/abs/2106.09685)) freezes the pretrained model and learns
+# each update as a product of two thin matrices, so only a small fraction of the weights train,
+# and the result is saved as a file a small fraction of the model's size.
+#
 # **What you will see:** GPT-2 fine-tuned twice on the same data, every weight and then LoRA
 # adapters only, with the time and memory each took on *this* runtime, then the adapters merged
-# for inference at the base model's cost and saved as a file a small fraction of the model's size.
+# for inference at the base model's cost and saved as a file.
 #
 # This is the story of the keras.io tutorial
 # [Parameter-efficient fine-tuning of GPT-2 with LoRA](https://keras.io/examples/nlp/parameter_efficient_finetuning_of_gpt2_with_lora/),
 # told with the `lora_keras` package instead of code pasted into cells. Every number printed below
 # is computed or measured in this session; none is typed into the text.
 
-# %%
-# Setup: install lora_keras where it is missing, then say which backend and device run this.
-# The imports of Keras and lora_keras follow the install, so they cannot all be at the top:
-# ruff: noqa: E402
-import gc
-import importlib
-import importlib.util
-import inspect
-import os
-import subprocess
-import sys
-import tempfile
-import time
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must be set before Keras is imported
-# Where lora_keras installs from when it is missing: pyproject.toml's [project.urls] Source (a test
-# keeps them equal). Set LORA_KERAS_SOURCE to another git URL or to a local checkout's path.
-SOURCE = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
-if importlib.util.find_spec("lora_keras") is None:
-    print(f"Installing lora_keras from {SOURCE} ...")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", SOURCE])
-    importlib.invalidate_caches()
-
-import keras
-import matplotlib.pyplot as plt
-import numpy as np
-import tensorflow as tf
-from IPython.display import Markdown, display
-
-import lora_keras as lk
-
-GPUS = tf.config.list_physical_devices("GPU")
-ON_GPU = bool(GPUS)
-ON_COLAB = "google.colab" in sys.modules
-DEVICE = lk.describe_environment()["device"]
-print(f"lora_keras {lk.__version__}, Keras {keras.__version__}, backend: {keras.config.backend()}")
-print(f"device: {DEVICE}" + (" on Colab" if ON_COLAB else ""))
-
-# %% [markdown]
-# ## Settings
-#
-# Every setting is in the next cell. `None` means "choose for this runtime": on a GPU, the
-# tutorial's settings (`gpt2_base_en` with its pretrained weights, batches of 32, 500 batches,
-# 200-token generations); on a CPU, the same model with far fewer and smaller batches, so the
-# notebook finishes in minutes. The cell after it says what was chosen and why.
-
 # %% tags=["parameters"]
-PRESET = None  # None: "gpt2_base_en"; or "gpt2_tiny" (small, for CPUs), or a preset folder
-WEIGHTS = None  # None: "pretrained" when KerasHub's download host answers, else "random"
-DATA = None  # None: "reddit_tifu" on Colab when online, else "embedded" (ships with lora_keras)
-NUM_BATCHES = None  # training steps; None: 500 on a GPU (the tutorial), 10 on a CPU
-BATCH_SIZE = None  # None: 32 on a GPU (the tutorial), 4 on a CPU
+# None: chosen for this runtime by the set-up cell below, which prints each value and why.
+PRESET = None  # "gpt2_base_en", the tutorial's; or "gpt2_tiny" (small, for CPUs), or a folder
+WEIGHTS = None  # "pretrained" where they can be had, else "random" (offline: same architecture)
+DATA = None  # "reddit_tifu" (the tutorial's) on Colab when online, else "embedded" (no download)
+NUM_BATCHES = None  # training steps: the tutorial's number on a GPU, a few on a CPU
+BATCH_SIZE = None  # the tutorial's batch size on a GPU, a smaller one on a CPU
 SEQUENCE_LENGTH = 128  # tokens per training sequence, as in the tutorial
 RANK = 4  # LoRA rank, as in the tutorial
 ALPHA = 32.0  # LoRA scaling numerator: the update is scaled by ALPHA / RANK
 LEARNING_RATE = 5e-5
-MAX_GENERATION_LENGTH = None  # None: 200 tokens on a GPU (the tutorial), 64 on a CPU
+MAX_GENERATION_LENGTH = None  # tokens a generated text: the tutorial's on a GPU, fewer on a CPU
 SEED = 0
 
 # %%
-ONLINE = lk.pretrained_reachable()  # one socket connect with a short timeout, never a hang
-print("KerasHub download host:", "reachable" if ONLINE else "NOT reachable (offline)")
+# Set-up: install lora_keras where it is missing (Colab), then fill in the settings left None.
+import importlib.util
+import os
+import subprocess
+import sys
 
+if not importlib.util.find_spec("lora_keras"):  # LORA_KERAS_SOURCE: a git URL or a checkout
+    source = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
+    importlib.invalidate_caches()
+from lora_keras.notebook import start_notebook
 
-setting = lk.notebook_setting  # prints each setting and where its value came from
-
-
-runtime = "GPU" if ON_GPU else "CPU"
-PRESET = setting("PRESET", PRESET, "gpt2_base_en", "the tutorial's model")
-# The rule `lk.compare` follows: pretrained when the download host answers, else random.
-WEIGHTS, why = lk.choose_weights(PRESET, WEIGHTS)
-print(f"{'WEIGHTS':<18} = {WEIGHTS!r:<16} ({why})")
-DATA = setting(
-    "DATA",
-    DATA,
-    "reddit_tifu" if ON_COLAB and ONLINE else "embedded",
-    "the tutorial's data, on Colab and online"
-    if ON_COLAB and ONLINE
-    else "offline or off Colab: the corpus in the package, no download",
+RUNTIME = start_notebook(
+    globals(),
+    gpu={"MAX_GENERATION_LENGTH": 200},  # the tutorial's
+    cpu={"MAX_GENERATION_LENGTH": 64},
+    trains_here=True,  # this notebook trains in its own process: the GPU stays visible here
 )
-NUM_BATCHES = setting("NUM_BATCHES", NUM_BATCHES, 500 if ON_GPU else 10, f"{runtime} runtime")
-BATCH_SIZE = setting("BATCH_SIZE", BATCH_SIZE, 32 if ON_GPU else 4, f"{runtime} runtime")
-MAX_GENERATION_LENGTH = setting(
-    "MAX_GENERATION_LENGTH", MAX_GENERATION_LENGTH, 200 if ON_GPU else 64, f"{runtime} runtime"
-)
-if NUM_BATCHES < 2:
-    raise ValueError(
-        f"NUM_BATCHES={NUM_BATCHES}: at least 2 are needed, as the first step (tracing) is "
-        "timed apart from the others."
-    )
-if not ON_GPU:
-    print("\nNo GPU: smaller settings than the tutorial's, so this runs in minutes on a CPU.")
 
 # %% [markdown]
-# ## Why LoRA
+# ## LoRA's arithmetic
 #
-# Fine-tuning every weight of a large model needs, for each weight, a gradient and AdamW's two
-# moment estimates: four copies of the model in memory. LoRA
-# ([Hu et al., 2021](https://arxiv.org/abs/2106.09685)) freezes the pretrained kernel `W`
-# (`d_in x d_out`) and learns its update as a product of two thin matrices,
+# LoRA freezes the pretrained kernel `W` (`d_in x d_out`) and learns its update as the product of
 # `A` (`d_in x r`) and `B` (`r x d_out`), for a small rank `r`:
 #
 # `y = x W + (alpha / r) * x A B`
@@ -139,6 +83,20 @@ if not ON_GPU:
 # of this session, from its own shapes:
 
 # %%
+# The story's imports, after the set-up cell, which chose Keras's backend.
+# ruff: noqa: E402
+import gc
+import inspect
+import tempfile
+import time
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import Markdown, display
+
+import lora_keras as lk
+
 keras.utils.set_random_seed(SEED)
 gpt2_lm = lk.load_gpt2(PRESET, weights=WEIGHTS, sequence_length=SEQUENCE_LENGTH)
 for key, value in gpt2_lm.provenance.items():
@@ -164,7 +122,7 @@ print("Whole model, every weight trainable:", lk.format_trainable_summary(gpt2_l
 # ## The data
 #
 # The tutorial fine-tunes on the documents of TFDS's `reddit_tifu`. Offline (CI, many workshop
-# rooms) the same code trains on a corpus shipped inside the package. The settings cell chose one;
+# rooms) the same code trains on a corpus shipped inside the package. The set-up cell chose one;
 # if a download fails anyway, we fall back to the embedded corpus and say so. The texts are
 # tokenized once, up front, so the timed steps measure the model and not the tokenizer.
 
@@ -391,7 +349,8 @@ axes[2].set(title="Step time (median; bars: 25th-75th percentile)", ylabel="step
 for position, median in enumerate(medians):
     axes[2].text(position, median / 2, f"{median:.3g} ms", ha="center", color="white")
 figure.suptitle(
-    f"{PRESET} ({WEIGHTS} weights), batch {BATCH_SIZE} x {SEQUENCE_LENGTH} tokens, {DEVICE}. "
+    f"{PRESET} ({WEIGHTS} weights), batch {BATCH_SIZE} x {SEQUENCE_LENGTH} tokens, "
+    f"{RUNTIME.device}. "
     f"Memory: {full_run['memory_source']}",
     fontsize="medium",
 )

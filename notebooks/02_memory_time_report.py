@@ -21,115 +21,69 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-keras/lora-keras/blob/main/notebooks/02_memory_time_report.ipynb)
 #
+# **Why measure.** LoRA shrinks the gradients and the optimizer state, but the frozen weights and
+# most activations stay: how much it saves depends on the model, the batch, the sequence length
+# and the device. The honest answer for your hardware is a measurement on it, and a fair one.
+# Notebook 01 tells the story in one process; here `lk.compare` runs every training mode in a
+# fresh Python process, so one run's peak memory and compiled graphs never leak into the next,
+# and an out-of-memory run is recorded rather than fatal.
+#
 # **What you will see:** full fine-tuning and LoRA trained on this runtime, each in its own
 # process, reported side by side (step time, peak memory, loss), a short LoRA rank sweep, and where
-# the memory of each goes, measured against an estimate from first principles.
-#
-# Notebook 01 tells the story in one process. Here `lk.compare` runs every training mode in a
-# fresh Python process, so one run's peak memory and compiled graphs never leak into the next one,
-# and an out-of-memory run is recorded rather than fatal. Every table and plot below is drawn from
-# the `results.json` those processes write; no number is typed into the text.
-
-# %%
-# Setup: install lora_keras where it is missing, then say which backend and device run this.
-# The imports of Keras and lora_keras follow the install, so they cannot all be at the top:
-# ruff: noqa: E402
-import importlib
-import importlib.util
-import os
-import re
-import shlex
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must be set before Keras is imported
-# Where lora_keras installs from when it is missing: pyproject.toml's [project.urls] Source (a test
-# keeps them equal). Set LORA_KERAS_SOURCE to another git URL or to a local checkout's path.
-SOURCE = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
-if importlib.util.find_spec("lora_keras") is None:
-    print(f"Installing lora_keras from {SOURCE} ...")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", SOURCE])
-    importlib.invalidate_caches()
-
-from IPython.display import Image, Markdown, display
-
-import lora_keras as lk
-
-ON_GPU, ON_COLAB, DEVICE = lk.start_measuring_notebook()
-
-# %% [markdown]
-# ## Settings
-#
-# `None` means "choose for this runtime": on a GPU the keras.io tutorial's settings
-# (`gpt2_base_en`, pretrained, batches of 32, 500 batches); on a CPU the same model with far
-# fewer and smaller batches. The rank sweep trains each rank for at most `SWEEP_NUM_BATCHES`
-# batches: peak memory and step time settle within a few steps.
+# the memory of each goes, measured against an estimate from first principles. Every table and
+# plot below is drawn from the `results.json` those processes write; no number is typed into the
+# text.
 
 # %% tags=["parameters"]
-PRESET = None  # None: "gpt2_base_en"; or "gpt2_tiny" (small, for CPUs), or a preset folder
-WEIGHTS = None  # None: "pretrained" when KerasHub's download host answers, else "random"
-DATA = None  # None: "reddit_tifu" on Colab when online, else "embedded" (ships with lora_keras)
-NUM_BATCHES = None  # training steps a run; None: 500 on a GPU (the tutorial), 10 on a CPU
-BATCH_SIZE = None  # None: 32 on a GPU (the tutorial), 4 on a CPU
+# None: chosen for this runtime by the set-up cell below, which prints each value and why.
+PRESET = None  # "gpt2_base_en", the tutorial's; or "gpt2_tiny" (small, for CPUs), or a folder
+WEIGHTS = None  # "pretrained" where they can be had, else "random" (offline: same architecture)
+DATA = None  # "reddit_tifu" (the tutorial's) on Colab when online, else "embedded" (no download)
+NUM_BATCHES = None  # training steps a run: the tutorial's number on a GPU, a few on a CPU
+BATCH_SIZE = None  # the tutorial's batch size on a GPU, a smaller one on a CPU
 SEQUENCE_LENGTH = 128
 RANK = 4
 ALPHA = 32.0
-SWEEP_RANKS = None  # None: (1, 4, 16, 64) on a GPU, (1, 8) on a CPU
-SWEEP_NUM_BATCHES = None  # None: NUM_BATCHES, at most 50
-RESULTS_FOLDER = "lora-keras-results"  # each run of this notebook writes a new folder in it
+SWEEP_RANKS = None  # the LoRA ranks the sweep trains: four on a GPU, two on a CPU
+SWEEP_NUM_BATCHES = 50  # the sweep's batches a rank, at most: memory and time settle quickly
 
 # %%
-ONLINE = lk.pretrained_reachable()  # one socket connect with a short timeout, never a hang
-print("KerasHub download host:", "reachable" if ONLINE else "NOT reachable (offline)")
+# Set-up: install lora_keras where it is missing (Colab), then fill in the settings left None.
+import importlib.util
+import os
+import subprocess
+import sys
 
+if not importlib.util.find_spec("lora_keras"):  # LORA_KERAS_SOURCE: a git URL or a checkout
+    source = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
+    importlib.invalidate_caches()
+from lora_keras.notebook import start_notebook
 
-setting = lk.notebook_setting  # prints each setting and where its value came from
-
-
-runtime = "GPU" if ON_GPU else "CPU"
-PRESET = setting("PRESET", PRESET, "gpt2_base_en", "the tutorial's model")
-# The rule `lk.compare` follows: pretrained when the download host answers, else random.
-WEIGHTS, why = lk.choose_weights(PRESET, WEIGHTS)
-print(f"{'WEIGHTS':<18} = {WEIGHTS!r:<16} ({why})")
-DATA = setting(
-    "DATA",
-    DATA,
-    "reddit_tifu" if ON_COLAB and ONLINE else "embedded",
-    "the tutorial's data, on Colab and online"
-    if ON_COLAB and ONLINE
-    else "offline or off Colab: the corpus in the package, no download",
+RUNTIME = start_notebook(
+    globals(), gpu={"SWEEP_RANKS": (1, 4, 16, 64)}, cpu={"SWEEP_RANKS": (1, 8)}
 )
-NUM_BATCHES = setting("NUM_BATCHES", NUM_BATCHES, 500 if ON_GPU else 10, f"{runtime} runtime")
-BATCH_SIZE = setting("BATCH_SIZE", BATCH_SIZE, 32 if ON_GPU else 4, f"{runtime} runtime")
-if DATA == "embedded" and len(lk.embedded_corpus()) < NUM_BATCHES * BATCH_SIZE:
-    NUM_BATCHES = len(lk.embedded_corpus()) // BATCH_SIZE
-    print(f"NUM_BATCHES lowered to {NUM_BATCHES}: all the batches the embedded corpus holds.")
-SWEEP_RANKS = setting(
-    "SWEEP_RANKS", SWEEP_RANKS, (1, 4, 16, 64) if ON_GPU else (1, 8), f"{runtime} runtime"
-)
-SWEEP_NUM_BATCHES = setting(
-    "SWEEP_NUM_BATCHES", SWEEP_NUM_BATCHES, min(NUM_BATCHES, 50), "NUM_BATCHES, at most 50"
-)
-# Generated text is worth reading only from pretrained weights.
-SAMPLE_PROMPTS = (
-    ("I like basketball", "That Italian restaurant is") if WEIGHTS == "pretrained" else ()
-)
-if not ON_GPU:
-    print("\nNo GPU: smaller settings than the tutorial's, so this runs in minutes on a CPU.")
-
-stamp = time.strftime("%Y%m%d-%H%M%S")
-COMPARE_FOLDER = Path(RESULTS_FOLDER) / f"compare-{stamp}"
-SWEEP_FOLDER = Path(RESULTS_FOLDER) / f"sweep-{stamp}"
 
 # %% [markdown]
 # ## Full fine-tuning against LoRA, one process each
 #
 # `lk.compare` trains each mode on the same data, seed and optimizer (the tutorial's AdamW) in a
-# fresh process, relays its output here as it runs, and saves its results as soon as it ends.
+# fresh process, relays its output here as it runs, and saves its results as soon as it ends, in
+# a new folder under `lora-keras-results/`. Generated text is worth reading only from pretrained
+# weights, so only then does it also complete two prompts.
 
 # %%
+# The story's imports, after the set-up cell, which chose Keras's backend.
+# ruff: noqa: E402
+import re
+import shlex
+from pathlib import Path
+
+from IPython.display import Image, Markdown, display
+
+import lora_keras as lk
+
+PROMPTS = ("I like basketball", "That Italian restaurant is")
 results = lk.compare(
     preset=PRESET,
     weights=WEIGHTS,
@@ -140,8 +94,7 @@ results = lk.compare(
     sequence_length=SEQUENCE_LENGTH,
     rank=RANK,
     alpha=ALPHA,
-    sample_prompts=SAMPLE_PROMPTS,
-    out=str(COMPARE_FOLDER),
+    sample_prompts=PROMPTS if WEIGHTS == "pretrained" else (),
 )
 print("\nresults:", results["folder"])
 
@@ -245,16 +198,16 @@ if {"full", "lora"} <= runs.keys():
 # and the step time follow, since the frozen model and the activations dominate both.
 
 # %%
+SWEEP_STEPS = min(NUM_BATCHES, SWEEP_NUM_BATCHES)
 sweep = lk.sweep(
     ranks=SWEEP_RANKS,
     preset=PRESET,
     weights=WEIGHTS,
     data=DATA,
-    steps=SWEEP_NUM_BATCHES,
+    steps=SWEEP_STEPS,
     batch_size=BATCH_SIZE,
     sequence_length=SEQUENCE_LENGTH,
     alpha=ALPHA,
-    out=str(SWEEP_FOLDER),
 )
 print("\nresults:", sweep["folder"])
 
@@ -290,7 +243,7 @@ common += ["--batch-size", str(BATCH_SIZE), "--sequence-length", str(SEQUENCE_LE
 common += ["--alpha", str(ALPHA)]
 commands = [
     ["lora-keras", "compare", *common, "--steps", str(NUM_BATCHES), "--rank", str(RANK)],
-    ["lora-keras", "sweep", *common, "--steps", str(SWEEP_NUM_BATCHES)]
+    ["lora-keras", "sweep", *common, "--steps", str(SWEEP_STEPS)]
     + ["--ranks", ",".join(str(rank) for rank in SWEEP_RANKS)],
     ["lora-keras", "report", str(results["folder"])],
 ]

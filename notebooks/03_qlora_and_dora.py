@@ -21,87 +21,49 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-keras/lora-keras/blob/main/notebooks/03_qlora_and_dora.ipynb)
 #
+# **Why.** Once LoRA has removed the gradients and optimizer state of the frozen model, the
+# frozen weights themselves are much of what is left in memory:
+# [QLoRA](https://arxiv.org/abs/2305.14314) (Dettmers et al., 2023) stores them in 4 bits and
+# trains LoRA beside them. And LoRA's update moves a weight's length and direction together,
+# where full fine-tuning moves them apart: [DoRA](https://arxiv.org/abs/2402.09353) (Liu et al.,
+# 2024) trains a magnitude per output unit on top of LoRA's update of the direction. Both are
+# variants of the same LoRA wrapper, each from a paper with an exact definition.
+#
 # **What you will see:** QLoRA's NormalFloat-4 code book against the normal distribution's
 # quantiles and a uniform 4-bit grid; how far a real GPT-2 kernel moves when stored in it; what
 # double quantization saves; DoRA's magnitude and direction on the same model; then full
 # fine-tuning, LoRA, QLoRA and DoRA trained on this runtime, each in its own process, with the
-# memory and time each took, side by side.
-#
-# Two variants of the LoRA wrapper, each from a paper with an exact definition:
-# [QLoRA](https://arxiv.org/abs/2305.14314) (Dettmers et al., 2023) stores the frozen model in 4
-# bits and trains LoRA beside it; [DoRA](https://arxiv.org/abs/2402.09353) (Liu et al., 2024)
-# trains a magnitude per output unit on top of LoRA's update of the direction. Every number below
-# is computed or measured in this session; none is typed into the text.
-
-# %%
-# Setup: install lora_keras where it is missing, then say which backend and device run this.
-# The imports of Keras and lora_keras follow the install, so they cannot all be at the top:
-# ruff: noqa: E402
-import importlib
-import importlib.util
-import os
-import statistics
-import subprocess
-import sys
-import time
-from pathlib import Path
-
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must be set before Keras is imported
-# Where lora_keras installs from when it is missing: pyproject.toml's [project.urls] Source (a test
-# keeps them equal). Set LORA_KERAS_SOURCE to another git URL or to a local checkout's path.
-SOURCE = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
-if importlib.util.find_spec("lora_keras") is None:
-    print(f"Installing lora_keras from {SOURCE} ...")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", SOURCE])
-    importlib.invalidate_caches()
-
-import keras
-import matplotlib.pyplot as plt
-import numpy as np
-from IPython.display import Image, Markdown, display
-
-import lora_keras as lk
-
-ON_GPU, ON_COLAB, DEVICE = lk.start_measuring_notebook()
-
-# %% [markdown]
-# ## Settings
-#
-# `None` means "choose for this runtime": on a GPU the keras.io tutorial's model and batch size
-# (`gpt2_base_en`, pretrained, batches of 32) with a short run; on a CPU the same model with
-# fewer and smaller batches. Peak memory and step time settle within a few steps.
+# memory and time each took, side by side. Every number below is computed or measured in this
+# session; none is typed into the text.
 
 # %% tags=["parameters"]
-PRESET = None  # None: "gpt2_base_en"; or "gpt2_tiny" (small, for CPUs), or a preset folder
-WEIGHTS = None  # None: "pretrained" when KerasHub's download host answers, else "random"
+# None: chosen for this runtime by the set-up cell below, which prints each value and why.
+PRESET = None  # "gpt2_base_en", the tutorial's; or "gpt2_tiny" (small, for CPUs), or a folder
+WEIGHTS = None  # "pretrained" where they can be had, else "random" (offline: same architecture)
 DATA = "embedded"  # the corpus that ships with lora_keras; or "reddit_tifu", or a text file
-NUM_BATCHES = None  # training steps a run; None: 50 on a GPU, 10 on a CPU
-BATCH_SIZE = None  # None: 32 on a GPU (the tutorial), 4 on a CPU
+NUM_BATCHES = None  # training steps a run: a short run on a GPU, a few steps on a CPU
+BATCH_SIZE = None  # the tutorial's batch size on a GPU, a smaller one on a CPU
 SEQUENCE_LENGTH = 128
 RANK = 4
 ALPHA = 32.0
 BLOCK_SIZE = 64  # NF4 block size, as in the QLoRA paper
 SEED = 0
-RESULTS_FOLDER = "lora-keras-results"  # each run of this notebook writes a new folder in it
 
 # %%
-# What each setting became, and why.
+# Set-up: install lora_keras where it is missing (Colab), then fill in the settings left None.
+import importlib.util
+import os
+import subprocess
+import sys
 
+if not importlib.util.find_spec("lora_keras"):  # LORA_KERAS_SOURCE: a git URL or a checkout
+    source = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
+    importlib.invalidate_caches()
+from lora_keras.notebook import start_notebook
 
-setting = lk.notebook_setting  # prints each setting and where its value came from
-
-
-runtime = "GPU" if ON_GPU else "CPU"
-PRESET = setting("PRESET", PRESET, "gpt2_base_en", "the tutorial's model")
-# The rule `lk.compare` follows: pretrained when the download host answers, else random.
-WEIGHTS, why = lk.choose_weights(PRESET, WEIGHTS)
-print(f"{'WEIGHTS':<18} = {WEIGHTS!r:<16} ({why})")
-NUM_BATCHES = setting("NUM_BATCHES", NUM_BATCHES, 50 if ON_GPU else 10, f"{runtime} runtime")
-BATCH_SIZE = setting("BATCH_SIZE", BATCH_SIZE, 32 if ON_GPU else 4, f"{runtime} runtime")
-if DATA == "embedded" and len(lk.embedded_corpus()) < NUM_BATCHES * BATCH_SIZE:
-    NUM_BATCHES = len(lk.embedded_corpus()) // BATCH_SIZE
-    print(f"NUM_BATCHES lowered to {NUM_BATCHES}: all the batches the embedded corpus holds.")
-COMPARE_FOLDER = Path(RESULTS_FOLDER) / f"compare-{time.strftime('%Y%m%d-%H%M%S')}"
+# Peak memory and step time settle within a few steps: a short run on a GPU.
+RUNTIME = start_notebook(globals(), gpu={"NUM_BATCHES": 50})
 
 # %% [markdown]
 # ## QLoRA's code book: NormalFloat-4
@@ -115,6 +77,18 @@ COMPARE_FOLDER = Path(RESULTS_FOLDER) / f"compare-{time.strftime('%Y%m%d-%H%M%S'
 # where weights are dense, near zero, and few in the tails.
 
 # %%
+# The story's imports, after the set-up cell, which chose Keras's backend.
+# ruff: noqa: E402
+import statistics
+from pathlib import Path
+
+import keras
+import matplotlib.pyplot as plt
+import numpy as np
+from IPython.display import Image, Markdown, display
+
+import lora_keras as lk
+
 nf4 = np.asarray(lk.NF4_VALUES, dtype="float64")
 normal = statistics.NormalDist()
 # The plain alternative: the centres of 16 equally likely slices of the normal, scaled to [-1, 1].
@@ -280,7 +254,6 @@ results = lk.compare(
     rank=RANK,
     alpha=ALPHA,
     seed=SEED,
-    out=str(COMPARE_FOLDER),
 )
 print("\nresults:", results["folder"])
 
@@ -327,7 +300,7 @@ if runs:
         )
         axis.set_ylabel(label)
         axis.set_title(label.split(" (")[0])
-    figure.suptitle(f"{PRESET}, batch {BATCH_SIZE} x {SEQUENCE_LENGTH} tokens, {DEVICE}")
+    figure.suptitle(f"{PRESET}, batch {BATCH_SIZE} x {SEQUENCE_LENGTH} tokens, {RUNTIME.device}")
     figure.tight_layout()
     plt.show()
 

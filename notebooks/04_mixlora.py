@@ -21,73 +21,46 @@
 #
 # [![Open In Colab](https://colab.research.google.com/assets/colab-badge.svg)](https://colab.research.google.com/github/lora-keras/lora-keras/blob/main/notebooks/04_mixlora.ipynb)
 #
-# **The idea** (Li et al., 2024, "MixLoRA"): turn each dense feed-forward block of a frozen model
-# into a sparse mixture of experts, cheaply. Every expert *shares* the frozen block and differs
-# from it only by its own LoRA updates; a small router sends each token to its top-k experts.
-# The frozen matmuls run once for all experts, so the model gains capacity for little compute.
+# **Why.** One LoRA adapter is one small update shared by every token; a mixture of experts gives
+# different tokens different weights, but a mixture of full feed-forward copies costs their
+# memory many times over. MixLoRA (Li et al., 2024) turns each dense feed-forward block of a
+# frozen model into a sparse mixture of experts, cheaply: every expert *shares* the frozen block
+# and differs from it only by its own LoRA updates; a small router sends each token to its top-k
+# experts. The frozen matmuls run once for all experts, so the model gains capacity for little
+# compute.
 #
 # **What you will see:** the block, drawn as a table of its weights; LoRA on query+value and
 # MixLoRA (8 experts, top-2) trained one process each by `lk.compare`; the share of tokens each
 # expert got, layer by layer; and the measured cost of MixLoRA against LoRA. Every number comes
 # from the objects built here or from the `results.json` the runs write.
 
+# %% tags=["parameters"]
+# None: chosen for this runtime by the set-up cell below, which prints each value and why.
+PRESET = None  # "gpt2_base_en", the tutorial's; or "gpt2_tiny" (small, for CPUs), or a folder
+WEIGHTS = None  # "pretrained" where they can be had, else "random" (offline: same architecture)
+DATA = "embedded"  # the corpus that ships with lora_keras; or "reddit_tifu", or a text file
+NUM_BATCHES = None  # training steps a run: a longer run on a GPU, a few steps on a CPU
+BATCH_SIZE = None  # the tutorial's batch size on a GPU, a smaller one on a CPU
+SEQUENCE_LENGTH = 128
+RANK = 8  # used by both runs: LoRA on query+value, and every MixLoRA expert
+ALPHA = 16.0
+NUM_EXPERTS = 8
+TOP_K = 2
+
 # %%
-# Setup: install lora_keras where it is missing, then say which backend and device run this.
-# The imports of Keras and lora_keras follow the install, so they cannot all be at the top:
-# ruff: noqa: E402
-import importlib
+# Set-up: install lora_keras where it is missing (Colab), then fill in the settings left None.
 import importlib.util
 import os
 import subprocess
 import sys
-import time
-from pathlib import Path
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # must be set before Keras is imported
-# Where lora_keras installs from when it is missing: pyproject.toml's [project.urls] Source (a test
-# keeps them equal). Set LORA_KERAS_SOURCE to another git URL or to a local checkout's path.
-SOURCE = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
-if importlib.util.find_spec("lora_keras") is None:
-    print(f"Installing lora_keras from {SOURCE} ...")
-    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", SOURCE])
+if not importlib.util.find_spec("lora_keras"):  # LORA_KERAS_SOURCE: a git URL or a checkout
+    source = os.environ.get("LORA_KERAS_SOURCE", "git+https://github.com/lora-keras/lora-keras")
+    subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", source])
     importlib.invalidate_caches()
+from lora_keras.notebook import start_notebook
 
-import keras
-import numpy as np
-from IPython.display import Image, Markdown, display
-
-import lora_keras as lk
-
-ON_GPU, ON_COLAB, DEVICE = lk.start_measuring_notebook()
-
-# %% [markdown]
-# ## Settings
-#
-# `None` means "choose for this runtime", as in notebook 02. `RANK` and `ALPHA` are used by both
-# runs: LoRA on query+value, and every MixLoRA expert.
-
-# %% tags=["parameters"]
-PRESET = None  # None: "gpt2_base_en"; or "gpt2_tiny" (small, for CPUs), or a preset folder
-WEIGHTS = None  # None: "pretrained" when KerasHub's download host answers, else "random"
-NUM_BATCHES = None  # training steps a run; None: 200 on a GPU, 10 on a CPU
-BATCH_SIZE = None  # None: 32 on a GPU, 4 on a CPU
-SEQUENCE_LENGTH = 128
-RANK = 8
-ALPHA = 16.0
-NUM_EXPERTS = 8
-TOP_K = 2
-RESULTS_FOLDER = "lora-keras-results"  # each run of this notebook writes a new folder in it
-
-# %%
-runtime = "GPU" if ON_GPU else "CPU"
-PRESET = PRESET or "gpt2_base_en"
-WEIGHTS, why = lk.choose_weights(PRESET, WEIGHTS)
-NUM_BATCHES = NUM_BATCHES or (200 if ON_GPU else 10)
-BATCH_SIZE = BATCH_SIZE or (32 if ON_GPU else 4)
-NUM_BATCHES = min(NUM_BATCHES, len(lk.embedded_corpus()) // BATCH_SIZE)
-print(f"{PRESET}, {WEIGHTS} weights ({why}); {NUM_BATCHES} batches of {BATCH_SIZE} on {runtime}")
-MIXLORA = {"num_experts": NUM_EXPERTS, "top_k": TOP_K, "rank": RANK, "alpha": ALPHA}
-COMPARE_FOLDER = Path(RESULTS_FOLDER) / f"mixlora-{time.strftime('%Y%m%d-%H%M%S')}"
+RUNTIME = start_notebook(globals(), gpu={"NUM_BATCHES": 200})
 
 # %% [markdown]
 # ## The block, as a table
@@ -101,6 +74,16 @@ COMPARE_FOLDER = Path(RESULTS_FOLDER) / f"mixlora-{time.strftime('%Y%m%d-%H%M%S'
 # 3. `(sum_e w_e a_e) @ W_out` **once**, plus the small `s (a_e A'_e) B'_e` of each chosen expert.
 
 # %%
+# The story's imports, after the set-up cell, which chose Keras's backend.
+# ruff: noqa: E402
+from pathlib import Path
+
+import keras
+import numpy as np
+from IPython.display import Image, Markdown, display
+
+import lora_keras as lk
+
 shape = lk.GPT2_ARCHITECTURES.get(PRESET, lk.GPT2_ARCHITECTURES["gpt2_base_en"])
 ffn_in = keras.layers.Dense(shape["intermediate_dim"], activation="gelu", name="ffn_in")
 ffn_in.build((None, shape["hidden_dim"]))
@@ -126,14 +109,14 @@ print(f"trainable a block: {sum(int(np.prod(v.shape)) for v in block.trainable_w
 results = lk.compare(
     preset=PRESET,
     weights=WEIGHTS,
+    data=DATA,
     modes=("lora", "mixlora"),
     steps=NUM_BATCHES,
     batch_size=BATCH_SIZE,
     sequence_length=SEQUENCE_LENGTH,
     rank=RANK,
     alpha=ALPHA,
-    mixlora=MIXLORA,
-    out=str(COMPARE_FOLDER),
+    mixlora={"num_experts": NUM_EXPERTS, "top_k": TOP_K, "rank": RANK, "alpha": ALPHA},
 )
 runs = {run["mode"]: run for run in results["runs"] if run["status"] == "ok"}
 for run in results["runs"]:

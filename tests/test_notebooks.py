@@ -58,9 +58,28 @@ def test_one_parameters_cell(source):
     notebook = jupytext.read(source)
     tagged = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(tagged) == 1, f"{source.name}: expected one cell tagged 'parameters'"
-    for name in ("PRESET", "WEIGHTS", "NUM_BATCHES", "BATCH_SIZE", "RANK", "ALPHA"):
+    for name in ("PRESET", "WEIGHTS", "DATA", "NUM_BATCHES", "BATCH_SIZE", "RANK", "ALPHA"):
         assert f"\n{name} = " in "\n" + tagged[0].source, f"{source.name}: no {name} setting"
     assert "\nSEQUENCE_LENGTH = " in "\n" + tagged[0].source
+
+
+SET_UP_CELL_MAX_LINES = 20
+
+
+@pytest.mark.parametrize("source", SOURCES, ids=lambda path: path.stem)
+def test_it_opens_with_its_idea_then_its_settings_then_one_short_set_up_cell(source):
+    why, settings, set_up = jupytext.read(source).cells[:3]
+    assert why.cell_type == "markdown" and why.source.startswith("# "), "a title first"
+    assert "**Why" in why.source, f"{source.name}: the title cell says why, in a few sentences"
+    assert "parameters" in settings.metadata.get("tags", []), "the parameters cell second"
+    called = "start_notebook(" in set_up.source and "globals()" in set_up.source
+    assert called, f"{source.name}: the set-up cell third, calling start_notebook(globals(), ...)"
+    lines = [line for line in set_up.source.splitlines() if line.strip()]
+    assert len(lines) <= SET_UP_CELL_MAX_LINES, f"{source.name}: the set-up cell is long"
+    text = source.read_text()
+    assert text.count("start_notebook(") == 1, "one call to the one set-up helper"
+    for plumbing in ("notebook_setting", "choose_weights", "pretrained_reachable", "KERAS_BACKEND"):
+        assert plumbing not in text, f"{source.name}: {plumbing} belongs in start_notebook"
 
 
 def with_parameters(notebook, settings):
