@@ -64,7 +64,7 @@ _EXPORTS = {
     "load_gpt2": "lora_keras.models",
     "pretrained_reachable": "lora_keras.models",
     "notebook_setting": "lora_keras.notebook",
-    "start_measuring_notebook": "lora_keras.notebook",
+    "start_notebook": "lora_keras.notebook",
     "dequantize_nf4": "lora_keras.qlora",
     "quantize_nf4": "lora_keras.qlora",
     "write_report": "lora_keras.report",

@@ -107,16 +107,6 @@ def notebook_setting(name, value, default, why):
     return value
 
 
-def start_measuring_notebook():
-    """`start_notebook`'s report of the runtime alone, as a tuple (the name notebooks used first).
-
-    Returns:
-        `(on_gpu, on_colab, device)`.
-    """
-    runtime = _say_what_runs_here(trains_here=False)
-    return runtime.on_gpu, runtime.on_colab, runtime.device
-
-
 def _runtime_choices(settings, gpu, cpu):
     """`RUNTIME_DEFAULTS` with the notebook's own choices over them, checked against `settings`."""
     choices = {

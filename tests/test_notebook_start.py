@@ -230,12 +230,6 @@ def test_a_gpu_already_in_use_is_said_not_raised(runtime, monkeypatch, capsys):
     assert "TensorFlow already holds the GPU here: restart the runtime" in capsys.readouterr().out
 
 
-def test_start_measuring_notebook_gives_the_runtime_as_a_tuple(runtime):
-    runtime.device = GPU
-    assert lk.start_measuring_notebook() == (True, False, GPU)
-    assert runtime.hidden == [([], "GPU")]
-
-
 def test_a_notebook_setting_says_where_its_value_came_from(capsys):
     assert lk.notebook_setting("BATCH_SIZE", None, 4, "CPU runtime") == 4
     assert lk.notebook_setting("RANK", 8, 4, "the tutorial's rank") == 8
