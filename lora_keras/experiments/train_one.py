@@ -10,35 +10,41 @@ import math
 import time
 
 
-def _setup_full(lm, spec, run):
+def _setup_full(lm, spec):
     """Full fine-tuning: every weight trains, as the model comes."""
 
 
-def _setup_lora(lm, spec, run, variant="lora"):
+def _setup_lora(lm, spec, variant="lora"):
     from lora_keras.injection import apply_lora
 
-    apply_lora(lm, rank=run.rank, alpha=spec.alpha, targets=spec.targets, variant=variant)
+    apply_lora(
+        lm,
+        rank=spec["rank"],
+        alpha=spec["alpha"],
+        targets=tuple(spec["targets"]),
+        variant=variant,
+    )
 
 
-def _setup_mixlora(lm, spec, run):
+def _setup_mixlora(lm, spec):
     from lora_keras.mixlora import apply_mixlora
     from lora_keras.mixlora_settings import MIXLORA_DEFAULTS
 
-    # compare's rank and alpha are LoRA's; MixLoRA's come from spec.mixlora or the defaults.
-    apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.mixlora or {})})
+    # compare's rank and alpha are LoRA's; MixLoRA's come from spec["mixlora"] or the defaults.
+    apply_mixlora(lm, **{**MIXLORA_DEFAULTS, **(spec.get("mixlora") or {})})
 
 
-def _setup_keras_lora(lm, spec, run):
+def _setup_keras_lora(lm, spec):
     # Keras's built-in LoRA, the peer in the same run: it only takes a rank (alpha = rank)
     # and its layer names; query and value are its defaults, as ours.
-    lm.backbone.enable_lora(run.rank)
+    lm.backbone.enable_lora(spec["rank"])
 
 
-def _setup_qlora(lm, spec, run):
+def _setup_qlora(lm, spec):
     from lora_keras.quant.quantize_model import quantize_nf4
 
     quantize_nf4(lm)  # QLoRA: NF4 block kernels (blocks of 64, double quantization)
-    _setup_lora(lm, spec, run)
+    _setup_lora(lm, spec)
 
 
 # A training mode is one more configuration of the same harness.
@@ -50,6 +56,12 @@ MODES = {
     "mixlora": _setup_mixlora,
     "keras_lora": _setup_keras_lora,
 }
+
+
+def _mode_settings(spec, run):
+    """What a mode's set-up in `MODES` reads: the run's rank, the spec's alpha, targets and
+    MixLoRA settings."""
+    return {"rank": run.rank, "alpha": spec.alpha, "targets": spec.targets, "mixlora": spec.mixlora}
 
 
 def _alpha(spec, run):
@@ -150,7 +162,7 @@ def train_one(spec, run=None, verbose=1):
         texts, lm, batch_size=spec.batch_size, num_batches=spec.steps, seed=spec.seed
     )
     data_source = _describe_data(spec.data, texts)
-    MODES[run.mode](lm, spec, run)
+    MODES[run.mode](lm, _mode_settings(spec, run))
     if options["remat"]:  # after the mode's adapters: it wraps the blocks they make
         levers.rematerialise_blocks(lm.backbone)
     checkpoints["model_built"] = probe.current_bytes()
