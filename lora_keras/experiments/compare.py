@@ -43,6 +43,18 @@ def choose_weights(preset, weights):
     return "random", "NO NETWORK: the KerasHub download host did not answer"
 
 
+def keras_off_tensorflow():
+    """Without TensorFlow, Keras starts here on NumPy (unless KERAS_BACKEND says otherwise).
+
+    Keras starts on TensorFlow unless told otherwise; this process only checks, plans and
+    reports, so without TensorFlow it takes the NumPy backend, which never holds a GPU. Each
+    run still trains under its own backend (set in its process). Called before a spec is
+    built, whose checks may start Keras.
+    """
+    if importlib.util.find_spec("tensorflow") is None:
+        os.environ.setdefault("KERAS_BACKEND", "numpy")
+
+
 def keep_this_process_off_the_gpu():
     """Stops TensorFlow in this process from taking all GPU memory while children measure.
 
@@ -122,6 +134,7 @@ def compare(spec=None, /, *, out=None, verbose=True, **settings):
             had): a bad argument, before any folder, process or model exists.
         Interrupted: Ctrl-C, SIGTERM or SIGHUP; results.json and report.md hold what finished.
     """
+    keras_off_tensorflow()
     base = {} if spec is None else spec.to_json()
     return run_experiment(spec_with("compare", base, settings), out=out, verbose=verbose)
 
@@ -147,11 +160,7 @@ def run_experiment(spec, runs=None, out=None, verbose=True):
         runs: its `PlannedRun`s, in order; default `spec.runs()`.
         out, verbose: as in `compare`.
     """
-    if importlib.util.find_spec("tensorflow") is None:
-        # Keras starts on TensorFlow unless told otherwise; this process only checks, plans and
-        # reports, so without TensorFlow it takes the NumPy backend, which never holds a GPU.
-        # Each run still trains under its own backend (set in its process).
-        os.environ.setdefault("KERAS_BACKEND", "numpy")
+    keras_off_tensorflow()
     # Checked here, before any folder or process exists, not in each child after its build.
     spec.check_available()
     runs = spec.runs() if runs is None else runs

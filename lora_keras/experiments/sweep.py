@@ -1,6 +1,6 @@
 """`lk.sweep`: LoRA at several ranks, each in its own process, into one report."""
 
-from lora_keras.experiments.compare import run_experiment, signature
+from lora_keras.experiments.compare import keras_off_tensorflow, run_experiment, signature
 from lora_keras.experiments.run_spec import SWEEP_RANKS, spec_with
 
 
@@ -15,6 +15,7 @@ def sweep(spec=None, /, *, with_full=None, out=None, verbose=True, **settings):
     Returns:
         The results dict also written to `out/results.json` (`config["kind"] == "sweep"`).
     """
+    keras_off_tensorflow()
     if spec is None:
         base = {"kind": "sweep", "ranks": SWEEP_RANKS, "rank": None, "modes": ["lora"]}
     elif spec.kind == "sweep":
