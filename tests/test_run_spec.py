@@ -209,3 +209,5 @@ def test_the_child_reads_its_job_through_the_dataclasses():
     flat = dict(spec.to_json(), name="lora", mode="lora", rank=2, verbose=0)
     flat["options"] = run.options.to_json()
     assert read_job(flat) == (spec, run)
+    del flat["name"]
+    assert read_job(flat)[1].name == "lora"  # named by its mode

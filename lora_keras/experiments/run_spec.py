@@ -400,7 +400,8 @@ def read_job(data):
     """
     if "spec" in data:
         return RunSpec.from_json(data["spec"]), PlannedRun.from_json(data["run"])
-    run = PlannedRun.from_json({name: data[name] for name in _RUN_FIELDS if name in data})
+    named = {"name": data.get("mode"), **data}  # a run without a name is named by its mode
+    run = PlannedRun.from_json({name: named[name] for name in _RUN_FIELDS if name in named})
     settings = {k: v for k, v in data.items() if k not in (*_RUN_FIELDS, "verbose")}
     spec = RunSpec.from_json({"modes": [run.mode], "rank": run.rank, **settings})
     return spec, run
