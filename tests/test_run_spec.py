@@ -22,6 +22,8 @@ from lora_keras.experiments.run_spec import (
 )
 from lora_keras.levers.options import OPTIONS, Options
 
+pytestmark = pytest.mark.backends  # Keras-free: the same under every backend
+
 DATA = pathlib.Path(__file__).parent / "data"
 
 # Every keyword of lora_keras 0.1.0's `compare` and `sweep`, with its default.
@@ -126,6 +128,9 @@ def test_a_spec_round_trips_through_json():
     sweep = RunSpec(preset="gpt2_tiny", kind="sweep", ranks=[1, 8], rank=None, modes=["lora"])
     assert set(sweep.config()) == SWEEP_CONFIG_0_1_0
     assert [run.name for run in sweep.runs()] == ["lora_rank_1", "lora_rank_8"]
+    # A benchmark's own kind, with its own runs, records what a comparison records.
+    levers = RunSpec(preset="gpt2_tiny", kind="levers")
+    assert levers.config() == dict(RunSpec(preset="gpt2_tiny").config(), kind="levers")
     with pytest.raises(ValueError, match=r"Unknown setting\(s\) \['epochs'\] in a run's desc"):
         RunSpec.from_json({"epochs": 3})
 

@@ -307,8 +307,9 @@ class RunSpec:
     def config(self):
         """What results.json records as `config`: the settings its kind records (`_setting`)."""
         data = self.to_json()
+        kind = "sweep" if self.kind == "sweep" else "compare"  # a benchmark's, as a comparison
         for field in dataclasses.fields(self):
-            if self.kind not in field.metadata["recorded"]:
+            if kind not in field.metadata["recorded"]:
                 del data[field.name]
         return data
 

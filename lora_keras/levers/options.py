@@ -2,7 +2,8 @@
 
 Each is an option of `compare`, `sweep` and the child that trains (`train_one`), checked
 here before any process starts, recorded in results.json and shown in the report.
-`OPTIONS` is the one table of their names, defaults and meanings; `LOSS_TOLERANCE` says
+`Options` holds a run's levers and checks them on construction; `OPTIONS` is the table of
+their names, defaults and meanings drawn from it; `LOSS_TOLERANCE` says
 how far the loss after N steps may move from the plain run's when an option is on (only
 precision options change the arithmetic; the others compute the same sums).
 """
