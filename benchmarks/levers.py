@@ -14,6 +14,7 @@ import argparse
 import sys
 
 from lora_keras.experiments.compare import run_experiment
+from lora_keras.experiments.run_spec import PlannedRun, RunSpec
 
 # Candidates for the goals, beside each lever alone; the report's "Goals" picks the best
 # measured, and the best in float32 throughout. Measured here (2-core CPU, TensorFlow): remat
@@ -61,25 +62,18 @@ def main(argv=None):
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--out", default=None, help="a new folder for results.json and report")
     args = parser.parse_args(argv)
-    config = dict(
+    spec = RunSpec(
         kind="levers",
         preset=args.preset,
         weights="random",
-        data="embedded",
-        modes=["full", "keras_lora", "lora"],
+        modes=("full", "keras_lora", "lora"),
         steps=args.steps,
         batch_size=args.batch_size,
         sequence_length=args.sequence_length,
         rank=args.rank,
-        ranks=None,
-        alpha=32.0,
-        targets=["query", "value"],
-        learning_rate=5e-5,
-        seed=0,
-        out=args.out,
-        text_field="text",
     )
-    results = run_experiment(config, levers_runs(args.rank), [], None, True)
+    runs = [PlannedRun(*run) for run in levers_runs(args.rank)]
+    results = run_experiment(spec, runs, out=args.out)
     print(f"\nreport: {results['folder']}/report.md")
     return 0 if all(run["status"] == "ok" for run in results["runs"]) else 1
 

@@ -1,13 +1,13 @@
 """The `lora-keras` command line: compare, sweep, report."""
 
 import argparse
+import dataclasses
 import sys
 
 from lora_keras import __version__
-from lora_keras.backends import BACKENDS
-from lora_keras.experiments.train_one import MODES
-from lora_keras.models.architectures import KNOWN_PRESETS
-from lora_keras.targets import TARGETS
+from lora_keras.experiments.checks import flag_name
+from lora_keras.experiments.run_spec import RunSpec, arguments
+from lora_keras.levers.options import OPTIONS, Options
 
 # What the command's exit status means (also in `--help`).
 EXIT_OK = 0
@@ -42,140 +42,75 @@ def _csv(cast):
     return lambda text: [cast(item.strip()) for item in text.split(",") if item.strip()]
 
 
-def _add_run_arguments(parser, default_steps):
-    parser.add_argument(
-        "--preset",
-        default="gpt2_base_en",
-        help=f"a GPT-2 preset ({', '.join(KNOWN_PRESETS)}) or a folder written by save_to_preset",
-    )
-    parser.add_argument(
-        "--weights",
-        choices=("pretrained", "random"),
-        default=None,
-        help="pretrained downloads the KerasHub preset; random builds the same architecture "
-        "offline. Default: pretrained when the KerasHub download host answers, else random",
-    )
-    parser.add_argument(
-        "--data",
-        default="embedded",
-        help="embedded (shipped, offline), reddit_tifu (TFDS download) or a path to a .txt "
-        "file, a .jsonl file or a folder of them",
-    )
-    parser.add_argument(
-        "--text-field", default="text", help="the field of a .jsonl record that holds its text"
-    )
-    parser.add_argument(
-        "--steps",
-        type=int,
-        default=default_steps,
-        help="training steps a run, at least 2 (the first is timed apart)",
-    )
-    parser.add_argument("--batch-size", type=int, default=4, help="sequences a training step")
-    parser.add_argument(
-        "--sequence-length",
-        type=int,
-        default=128,
-        help="tokens a sequence, at most the preset's positions (1024 for GPT-2, 512 gpt2_tiny)",
-    )
-    parser.add_argument(
-        "--alpha", type=float, default=32.0, help="LoRA scaling: the update is scaled by alpha/rank"
-    )
-    parser.add_argument(
-        "--targets",
-        type=_csv(str),
-        default="query,value",
-        help=f"comma-separated projections LoRA wraps, among: {', '.join(TARGETS)}",
-    )
-    parser.add_argument(
-        "--learning-rate", type=float, default=5e-5, help="AdamW learning rate, above 0"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seeds the weights and data order")
-    parser.add_argument(
-        "--out",
+# What compare and sweep take beside a run's description: where the results go, how much to
+# show, and sweep's baseline (said in its spec by the modes).
+_STEERING = {
+    "out": dict(
         default=None,
         help="a folder that must not exist yet. Default: a new "
         "lora-keras-results/KIND-DATE-TIME-PID-XXXX",
-    )
-    parser.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="seconds allowed a run before it is stopped (default: no limit)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=tuple(BACKENDS),
-        default="tensorflow",
-        help="the Keras backend the runs train and measure under",
-    )
-    parser.add_argument(
-        "--data-parallel",
-        action="store_true",
-        help="train on every visible device (jax or tensorflow); --batch-size is the global batch",
-    )
-    parser.add_argument(
-        "--verbose", action="store_true", help="also show the runtimes' start-up notices"
-    )
+    ),
+    "verbose": dict(action="store_true", help="also show the runtimes' start-up notices"),
+    "with_full": dict(action="store_true", help="also train full fine-tuning, as a baseline"),
+}
+_SHARED_FLAGS = (
+    "preset",
+    "weights",
+    "data",
+    "text_field",
+    "steps",
+    "batch_size",
+    "sequence_length",
+    "alpha",
+    "targets",
+    "learning_rate",
+    "seed",
+    "out",
+    "timeout_s",
+    "backend",
+    "data_parallel",
+    "verbose",
+)
+# Each command's flags, in the order its --help lists them. Every flag is declared once, by
+# `_add_flag`, from the field that holds its setting (RunSpec's, Options's) or `_STEERING`.
+FLAGS = {
+    "compare": (
+        *_SHARED_FLAGS,
+        *("modes", "rank", "sample_prompts", "sample_length"),
+        *OPTIONS,
+        "options_sweep",
+    ),
+    "sweep": (*_SHARED_FLAGS, "ranks", "with_full", *OPTIONS),
+}
+
+
+def _add_flag(parser, command, name):
+    if name in _STEERING:
+        parser.add_argument(flag_name(name), dest=name, **_STEERING[name])
+        return
+    field = _SETTINGS[name]
+    metadata = dict(field.metadata)
+    default = arguments(command)[name]
+    kwargs = {key: metadata[key] for key in ("type", "choices", "action") if key in metadata}
+    if "csv" in metadata:  # shown as typed; argparse reads a default string through `type`
+        kwargs["type"] = _csv(metadata["csv"])
+        default = ",".join(map(str, default))
+    flag = flag_name(name)
+    if flag != "--" + name.replace("_", "-") and "action" not in kwargs:
+        kwargs["metavar"] = flag.removeprefix("--").replace("-", "_").upper()
+    parser.add_argument(flag, dest=name, default=default, help=metadata["help"], **kwargs)
+
+
+_SETTINGS = {
+    field.name: field for dataclass in (RunSpec, Options) for field in dataclasses.fields(dataclass)
+}
 
 
 def _run_arguments(args):
-    return dict(
-        preset=args.preset,
-        weights=args.weights,
-        data=args.data,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        sequence_length=args.sequence_length,
-        alpha=args.alpha,
-        targets=tuple(args.targets),
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        out=args.out,
-        timeout_s=args.timeout,
-        text_field=args.text_field,
-        backend=args.backend,
-        data_parallel=args.data_parallel,
-        verbose=2 if args.verbose else 1,
-    )
-
-
-def _add_option_arguments(parser):
-    # The levers of every run (lora_keras.levers.options.OPTIONS); each is recorded.
-    parser.add_argument(
-        "--jit-compile",
-        action=argparse.BooleanOptionalAction,
-        default=False,
-        help="compile the training step with XLA (default: off, see README)",
-    )
-    parser.add_argument(
-        "--mixed-precision",
-        choices=("float16", "bfloat16"),
-        default=None,
-        help="Keras mixed_<dtype> policy: weights and loss stay float32",
-    )
-    parser.add_argument(
-        "--frozen-dtype",
-        choices=("float16", "bfloat16"),
-        default=None,
-        help="store and compute the frozen weights in this dtype; LoRA's weights and the loss "
-        "stay float32 (modes lora, dora)",
-    )
-    parser.add_argument(
-        "--remat", action="store_true", help="recompute transformer blocks in the backward pass"
-    )
-    parser.add_argument(
-        "--chunked-loss", action="store_true", help="cross-entropy over sequence chunks"
-    )
-
-
-def _option_arguments(args):
-    return dict(
-        jit_compile=args.jit_compile,
-        mixed_precision=args.mixed_precision,
-        frozen_dtype=args.frozen_dtype,
-        remat=args.remat,
-        chunked_loss=args.chunked_loss,
-    )
+    """The keywords of `compare` or `sweep` that the command line gives."""
+    values = {name: getattr(args, name) for name in FLAGS[args.command]}
+    values["verbose"] = 2 if args.verbose else 1
+    return values
 
 
 # The summary columns that fit a terminal; report.md has them all.
@@ -204,30 +139,10 @@ def _print_summary(results):
     print(f"\nreport: {results['folder']}/report.md")
 
 
-def _compare(args):
-    from lora_keras.experiments import compare
+def _run(args):
+    from lora_keras import experiments
 
-    results = compare(
-        modes=tuple(args.modes),
-        rank=args.rank,
-        sample_prompts=tuple(args.sample_prompts),
-        sample_length=args.sample_length,
-        options_sweep=args.options_sweep,
-        **_run_arguments(args),
-        **_option_arguments(args),
-    )
-    return _finish(results)
-
-
-def _sweep(args):
-    from lora_keras.experiments import sweep
-
-    results = sweep(
-        ranks=args.ranks,
-        with_full=args.with_full,
-        **_run_arguments(args),
-        **_option_arguments(args),
-    )
+    results = getattr(experiments, args.command)(**_run_arguments(args))
     return _finish(results)
 
 
@@ -268,30 +183,9 @@ def build_parser():
         "and write results.json, report.md and plots into a new folder.",
         **common,
     )
-    _add_run_arguments(compare, default_steps=10)
-    compare.add_argument(
-        "--modes",
-        type=_csv(str),
-        default="full,lora",
-        help=f"comma-separated training modes, each once, among: {', '.join(MODES)}",
-    )
-    compare.add_argument("--rank", type=int, default=4, help="the rank of the LoRA-family modes")
-    compare.add_argument(
-        "--sample-prompts",
-        type=_csv(str),
-        default="",
-        help="comma-separated prompts to generate from after training (timed)",
-    )
-    compare.add_argument(
-        "--sample-length", type=int, default=64, help="the most tokens a sample has, at least 1"
-    )
-    _add_option_arguments(compare)
-    compare.add_argument(
-        "--options-sweep",
-        action="store_true",
-        help="train each mode again once per lever, that lever alone, to see its effect",
-    )
-    compare.set_defaults(run=_compare)
+    for name in FLAGS["compare"]:
+        _add_flag(compare, "compare", name)
+    compare.set_defaults(run=_run)
 
     sweep = commands.add_parser(
         "sweep",
@@ -300,18 +194,9 @@ def build_parser():
         "peak memory, step time and final loss against the rank.",
         **common,
     )
-    _add_run_arguments(sweep, default_steps=10)
-    sweep.add_argument(
-        "--ranks",
-        type=_csv(int),
-        default="1,2,4,8,16,64",
-        help="comma-separated LoRA ranks, each once",
-    )
-    sweep.add_argument(
-        "--with-full", action="store_true", help="also train full fine-tuning, as a baseline"
-    )
-    _add_option_arguments(sweep)
-    sweep.set_defaults(run=_sweep)
+    for name in FLAGS["sweep"]:
+        _add_flag(sweep, "sweep", name)
+    sweep.set_defaults(run=_run)
 
     report = commands.add_parser(
         "report",
@@ -327,7 +212,7 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    from lora_keras.experiments.compare import Interrupted
+    from lora_keras.experiments.signals import Interrupted
 
     try:
         return args.run(args)

@@ -14,6 +14,7 @@ import lora_keras as lk
 from lora_keras import backends, cli, distribution
 from lora_keras.experiments import run_child
 from lora_keras.experiments.quiet_logs import StartupNoiseFilter
+from lora_keras.experiments.run_spec import RunSpec
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -150,7 +151,9 @@ def test_data_parallel_on_two_devices_matches_one(backend):
 def test_a_global_batch_that_does_not_split_evenly_is_refused(monkeypatch):
     monkeypatch.setattr(distribution, "data_parallel_devices", lambda: ["cpu:0", "cpu:1"])
     with pytest.raises(ValueError, match="batch_size=3 cannot be split evenly over 2 devices"):
-        run_child._data_parallel_scope({"data_parallel": True, "batch_size": 3})
+        run_child._data_parallel_scope(
+            RunSpec(preset="gpt2_tiny", data_parallel=True, batch_size=3)
+        )
 
 
 @pytest.mark.large

@@ -141,7 +141,7 @@ def test_bad_arguments_are_refused_at_once_naming_the_flag(
     monkeypatch.chdir(tmp_path)
     # Refused before any process starts or model is built: that is what makes it quick.
     monkeypatch.setattr(
-        importlib.import_module("lora_keras.experiments.compare"),  # the module, not the function
+        importlib.import_module("lora_keras.experiments.runner"),
         "run_isolated",
         lambda *args, **kwargs: pytest.fail("a run started for a bad argument"),
     )
@@ -186,7 +186,7 @@ def test_bad_data_is_refused_naming_the_file_and_leaves_no_folder(
 
 
 def test_text_field_names_the_jsonl_field(tmp_path, monkeypatch):
-    from lora_keras.experiments.check_arguments import check_data
+    from lora_keras.experiments.checks import check_data
 
     path = tmp_path / "data.jsonl"
     path.write_text("".join(json.dumps({"body": f"story {i}"}) + "\n" for i in range(5)))
@@ -259,6 +259,6 @@ def test_ctrl_c_before_any_run_is_an_interruption_not_a_traceback(capsys, monkey
     def interrupt(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_compare", interrupt)
+    monkeypatch.setattr(cli, "_run", interrupt)
     assert cli.main(["compare", *TINY]) == cli.EXIT_INTERRUPTED
     assert "interrupted by SIGINT before any run started" in capsys.readouterr().err

@@ -13,13 +13,11 @@ import pytest
 
 import lora_keras as lk
 from lora_keras import cli
-from lora_keras.experiments.compare import (
-    _placeholder,
-    choose_weights,
-    new_results_folder,
-    run_specs,
-)
+from lora_keras.experiments.compare import choose_weights
 from lora_keras.experiments.isolated_run import _classify_failure, run_isolated
+from lora_keras.experiments.results_folder import new_results_folder
+from lora_keras.experiments.run_spec import PlannedRun, read_job
+from lora_keras.experiments.runner import placeholder, run_specs
 
 RUN_FIELDS = (
     "mode",
@@ -44,6 +42,7 @@ def private_cache(tmp_path_factory, monkeypatch):
 
 
 def tiny_spec(name, **changes):
+    """A child's file in lora_keras 0.1.0's flat shape, which `read_job` still reads."""
     spec = {
         "name": name,
         "mode": "lora",
@@ -114,21 +113,20 @@ def test_tiny_compare_writes_a_complete_report(tmp_path, capsys):
 
 @pytest.mark.large
 def test_a_failed_run_is_recorded_and_the_next_one_finishes(tmp_path):
-    specs = [
-        tiny_spec("broken", data=str(tmp_path / "no-such-file.txt")),
-        tiny_spec("lora"),
-    ]
-    config = {"kind": "compare", "preset": "gpt2_tiny", "modes": ["lora"]}
-    results = run_specs(specs, config, str(tmp_path / "out"), echo=False)
+    spec, _ = read_job(tiny_spec("lora"))
+    # A rank the spec never checked (its own is 2): the child's apply_lora refuses it.
+    runs = [PlannedRun("broken", "lora", 999), PlannedRun("lora", "lora", 2)]
+    results = run_specs(spec, runs, str(tmp_path / "out"), echo=False)
     broken, finished = results["runs"]
     assert broken["status"] == "failed"
-    assert "FileNotFoundError" in broken["error"] and "no-such-file.txt" in broken["error"]
+    assert "ValueError" in broken["error"] and "LoRA rank 999 is larger" in broken["error"]
     assert finished["status"] == "ok"
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert [run["status"] for run in saved["runs"]] == ["failed", "ok"]
+    assert saved["config"] == spec.config()
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "## Failed runs\n\n### lora r=2: failed" in report
-    assert "no-such-file.txt" in report
+    assert "## Failed runs\n\n### lora r=999: failed" in report
+    assert "LoRA rank 999 is larger" in report
 
 
 def test_an_unknown_mode_in_a_spec_is_refused():
@@ -139,9 +137,15 @@ def test_an_unknown_mode_in_a_spec_is_refused():
 
 
 def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):
-    record = run_isolated(tiny_spec("slow"), str(tmp_path), echo=False, timeout_s=0.5)
+    spec, run = read_job(tiny_spec("slow"))
+    record = run_isolated(spec, run, str(tmp_path), echo=False, timeout_s=0.5)
     assert record["status"] == "timeout"
     assert record["error"] == "killed after 0.5 s (timeout)"
+    assert (record["name"], record["mode"], record["rank"]) == ("slow", "lora", 2)
+    # What the child was given: the spec and its run, each read back through its dataclass.
+    job = json.loads((tmp_path / "slow.spec.json").read_text())
+    assert sorted(job) == ["run", "spec"]
+    assert read_job(job) == (spec, run)
 
 
 @pytest.mark.parametrize(
@@ -295,14 +299,12 @@ def test_the_tokenizer_is_trained_before_any_measured_run(tmp_path, monkeypatch)
 
 
 def test_default_folders_are_unique_even_in_the_same_second(tmp_path, monkeypatch):
-    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    folder_module = importlib.import_module("lora_keras.experiments.results_folder")
     monkeypatch.chdir(tmp_path)
     suffixes = iter(["aaaa", "aaaa", "bbbb"])
-    monkeypatch.setattr(compare_module.secrets, "token_hex", lambda n: next(suffixes))
+    monkeypatch.setattr(folder_module.secrets, "token_hex", lambda n: next(suffixes))
     noon = datetime.datetime(2026, 11, 28, 12, 0, 0)
-    monkeypatch.setattr(
-        compare_module, "datetime", types.SimpleNamespace(datetime=FixedClock(noon))
-    )
+    monkeypatch.setattr(folder_module, "datetime", types.SimpleNamespace(datetime=FixedClock(noon)))
     first = new_results_folder(None, "compare")
     second = new_results_folder(None, "compare")  # the same name is taken: it draws again
     assert first == f"lora-keras-results/compare-20261128-120000-{os.getpid()}-aaaa"
@@ -321,9 +323,14 @@ class FixedClock:
 def test_only_lora_family_runs_carry_a_rank(tmp_path, monkeypatch):
     compare_module = importlib.import_module("lora_keras.experiments.compare")
     planned = []
-    monkeypatch.setattr(compare_module, "run_experiment", lambda c, runs, *a: planned.extend(runs))
+    monkeypatch.setattr(
+        compare_module, "run_experiment", lambda spec, **_: planned.extend(spec.runs())
+    )
     lk.compare(preset="gpt2_tiny", modes=("full", "lora"), rank=4, out=str(tmp_path / "x"))
-    assert planned == [("full", "full", None), ("lora", "lora", 4)]
+    assert [(run.name, run.mode, run.rank) for run in planned] == [
+        ("full", "full", None),
+        ("lora", "lora", 4),
+    ]
 
 
 def test_the_failure_text_is_the_python_error_without_logs_or_colours():
@@ -384,25 +391,29 @@ def test_sigterm_before_the_first_run_leaves_no_folder(tmp_path, monkeypatch, ca
 
 
 def planned_specs(monkeypatch, **kwargs):
-    """The specs and config `compare` would run, without training or a tokenizer."""
+    """The runs and results.json config `compare` would run, without training or a tokenizer."""
     compare_module = importlib.import_module("lora_keras.experiments.compare")
     seen = {}
 
-    def run_specs(specs, config, out, **_):
-        seen.update(specs=specs, config=config)
+    def run_specs(spec, runs, out, **_):
+        seen.update(spec=spec, runs=runs)
         return {}
 
     monkeypatch.setattr(compare_module, "run_specs", run_specs)
     monkeypatch.setattr(compare_module, "warm_tokenizer_cache", lambda *a: None)
     lk.compare(preset="gpt2_tiny", weights="random", **kwargs)
-    return seen["specs"], seen["config"]
+    return seen["runs"], seen["spec"].config()
+
+
+# Keywords of `compare` that results.json does not record as config: where the results go, how
+# much to show, the prompts (in each run's samples), the sweep (in each run's options), the limit.
+NOT_CONFIG = ("spec", "out", "verbose", "sample_prompts", "timeout_s", "options_sweep")
 
 
 def test_results_config_holds_the_settings_and_nothing_else(tmp_path, monkeypatch):
-    compare_module = importlib.import_module("lora_keras.experiments.compare")
     _, config = planned_specs(monkeypatch, modes=("lora", "mixlora"), out=str(tmp_path / "x"))
-    settings = set(inspect.signature(compare_module.compare).parameters)
-    assert set(config) == settings - set(compare_module._NOT_CONFIG) | {"kind", "ranks"}
+    settings = set(inspect.signature(lk.compare).parameters)
+    assert set(config) == settings - set(NOT_CONFIG) | {"kind", "ranks"}
     assert config["mixlora"] == lk.mixlora.MIXLORA_DEFAULTS
 
 
@@ -411,8 +422,8 @@ def test_unfinished_runs_are_labelled_with_their_own_rank_and_options(tmp_path, 
 
     def labels(**settings):
         out = str(tmp_path / "+".join(settings["modes"]))  # a new folder each
-        specs, _ = planned_specs(monkeypatch, out=out, **settings)
-        return [run_label(_placeholder(spec, "not started")) for spec in specs]
+        runs, _ = planned_specs(monkeypatch, out=out, **settings)
+        return [run_label(placeholder(run, "not started")) for run in runs]
 
     # MixLoRA's own rank, not compare's; an options sweep's runs by their lever.
     assert labels(modes=("lora", "mixlora"), rank=4, mixlora={"rank": 2}) == [
@@ -428,8 +439,8 @@ def test_unfinished_runs_are_labelled_with_their_own_rank_and_options(tmp_path, 
 def test_a_mixlora_only_comparison_does_not_check_the_lora_rank(tmp_path, monkeypatch):
     # gpt2_tiny's query and value are 128 wide: rank 999 would be refused for LoRA.
     out = str(tmp_path / "x")
-    specs, _ = planned_specs(monkeypatch, modes=("full", "mixlora"), rank=999, out=out)
-    assert [spec["rank"] for spec in specs] == [None, 8]
+    runs, _ = planned_specs(monkeypatch, modes=("full", "mixlora"), rank=999, out=out)
+    assert [run.rank for run in runs] == [None, 8]
 
 
 @pytest.mark.parametrize(

@@ -131,7 +131,7 @@ def test_label_cli_and_sweep_name_the_frozen_dtype():
         "frozen_bfloat16+remat"
     )
     args = cli.build_parser().parse_args(["compare", "--frozen-dtype", "bfloat16"])
-    assert cli._option_arguments(args)["frozen_dtype"] == "bfloat16"
+    assert cli._run_arguments(args)["frozen_dtype"] == "bfloat16"
     assert cli.build_parser().parse_args(["sweep"]).frozen_dtype is None
     assert "lora+frozen_bfloat16" in [name for name, *_ in options_sweep_runs("lora", 4)]
     # Full fine-tuning cannot honour it, so its sweep leaves it out rather than fail.

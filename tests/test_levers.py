@@ -17,9 +17,11 @@ from conftest import (
 
 import lora_keras as lk
 from lora_keras import cli
+from lora_keras.experiments.run_spec import PlannedRun, RunSpec
 from lora_keras.experiments.train_one import MODES, _alpha
 from lora_keras.levers.options import (
     LOSS_TOLERANCE,
+    OPTIONS,
     check_options,
     options_label,
     options_sweep_runs,
@@ -198,7 +200,8 @@ def test_cli_parses_the_levers():
     args = cli.build_parser().parse_args(
         ["compare", "--jit-compile", "--mixed-precision", "bfloat16", "--remat", "--chunked-loss"]
     )
-    assert cli._option_arguments(args) == dict(
+    levers = {name: value for name, value in cli._run_arguments(args).items() if name in OPTIONS}
+    assert levers == dict(
         jit_compile=True,
         mixed_precision="bfloat16",
         frozen_dtype=None,
@@ -390,10 +393,14 @@ def test_keras_lora_is_refused_with_targets_it_ignores(tmp_path):
 
 
 def test_a_run_records_the_alpha_it_trains_with():
-    spec = {"rank": 4, "alpha": 32.0}
-    assert _alpha(dict(spec, mode="keras_lora")) == 4  # Keras's enable_lora: alpha = rank
-    assert _alpha(dict(spec, mode="lora")) == _alpha(dict(spec, mode="qlora")) == 32.0
-    assert _alpha(dict(spec, mode="full")) is None
+    spec = RunSpec(preset="gpt2_tiny", rank=4, alpha=32.0)
+
+    def alpha(mode):
+        return _alpha(spec, PlannedRun(mode, mode, None if mode == "full" else spec.rank))
+
+    assert alpha("keras_lora") == 4  # Keras's enable_lora: alpha = rank
+    assert alpha("lora") == alpha("qlora") == 32.0
+    assert alpha("full") is None
 
 
 def test_goals_also_name_the_best_in_float32_when_a_precision_option_wins():

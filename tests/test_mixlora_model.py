@@ -266,7 +266,9 @@ def test_compare_records_the_mixlora_settings_it_uses(monkeypatch):
     # The package exports the function `compare` under its module's name.
     compare_module = importlib.import_module("lora_keras.experiments.compare")
     seen = {}
-    monkeypatch.setattr(compare_module, "run_experiment", lambda config, *_: seen.update(config))
+    monkeypatch.setattr(
+        compare_module, "run_experiment", lambda spec, **_: seen.update(spec.config())
+    )
     lk.compare(preset="gpt2_tiny", modes=("lora", "mixlora"), mixlora={"top_k": 1})
     assert seen["mixlora"] == dict(lk.mixlora.MIXLORA_DEFAULTS, top_k=1)
     lk.compare(preset="gpt2_tiny", modes=("lora",))

@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 
+from lora_keras.experiments.run_spec import job_json
 from lora_keras.io_utils import atomic_write_json
 
 # How long to wait for the last output of a child once it has ended.
@@ -88,11 +89,11 @@ def _show(data):
     sys.stdout.flush()
 
 
-def run_isolated(spec, run_folder, echo=True, timeout_s=None):
-    """Trains `spec` in a child process; returns its run record, failed or not.
+def run_isolated(spec, run, run_folder, echo=True, timeout_s=None):
+    """Trains `run` of `spec` in a child process; returns its run record, failed or not.
 
     Args:
-        spec: a JSON-serializable dict for `lora_keras.experiments.train_one`.
+        spec, run: the `RunSpec` and its `PlannedRun`, written for the child as `job_json`.
         run_folder: where `<name>.spec.json`, `<name>.json` and `<name>.log` go.
         echo: relay the child's output to this process's stdout: `True` all of it, `False`
             none, or a callable that takes each chunk and returns what to show of it.
@@ -103,15 +104,15 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
         failed, ran out of memory or timed out.
     """
     os.makedirs(run_folder, exist_ok=True)
-    name = spec["name"]
+    name = run.name
     spec_path = os.path.join(run_folder, f"{name}.spec.json")
     result_path = os.path.join(run_folder, f"{name}.json")
     log_path = os.path.join(run_folder, f"{name}.log")
-    atomic_write_json(spec_path, spec)
+    atomic_write_json(spec_path, job_json(spec, run))
     command = [sys.executable, "-m", "lora_keras.experiments.run_child", spec_path, result_path]
     env = dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2")
     # The child measures under the spec's backend, whatever this process runs.
-    env["KERAS_BACKEND"] = spec.get("backend", "tensorflow")
+    env["KERAS_BACKEND"] = spec.backend
     start = time.perf_counter()
     status = None
     with open(log_path, "wb") as log_file:
@@ -151,9 +152,7 @@ def run_isolated(spec, run_folder, echo=True, timeout_s=None):
         status = _classify_failure(process.returncode, tail)
         error = _error_text(process.returncode, tail)
     return {
-        "mode": spec["mode"],
-        "rank": spec.get("rank"),
-        "options": spec.get("options"),
+        **run.to_json(),
         "status": status,
         "error": error,
         "log": os.path.basename(log_path),

@@ -58,12 +58,18 @@ MODES = {
 }
 
 
-def _alpha(spec):
+def _mode_settings(spec, run):
+    """What a mode's set-up in `MODES` reads: the run's rank, the spec's alpha, targets and
+    MixLoRA settings."""
+    return {"rank": run.rank, "alpha": spec.alpha, "targets": spec.targets, "mixlora": spec.mixlora}
+
+
+def _alpha(spec, run):
     """The LoRA alpha a run trains with (MixLoRA's comes from `mixlora_record`)."""
-    if spec["mode"] == "full":
+    if run.mode == "full":
         return None
     # Keras's enable_lora takes no alpha: it scales by alpha = rank.
-    return spec["rank"] if spec["mode"] == "keras_lora" else spec["alpha"]
+    return run.rank if run.mode == "keras_lora" else spec.alpha
 
 
 def _describe_data(source, texts):
@@ -99,25 +105,24 @@ def _mark_non_finite_loss(record):
             return
 
 
-def train_one(spec):
-    """Trains the model of `spec` for `spec["steps"]` steps and measures it.
+def train_one(spec, run=None, verbose=1):
+    """Trains `run` of `spec` for `spec.steps` steps and measures it.
 
     Args:
-        spec: a dict with `mode`, `preset`, `weights`, `data`, `steps`,
-            `batch_size`, `sequence_length`, `rank`, `alpha`, `targets`,
-            `learning_rate`, `seed`, `sample_prompts` (a list, maybe empty),
-            `options` (the levers, see `lora_keras.levers.options.OPTIONS`; missing ones
-            are off), and optionally `mixlora`, a dict of `apply_mixlora` settings for
-            mode "mixlora" (default `lora_keras.mixlora.settings.MIXLORA_DEFAULTS`).
+        spec: the `RunSpec` of the experiment; or, with `run` None, a child's file as read
+            from JSON (`lora_keras.experiments.run_spec.read_job`; a "verbose" there wins).
+        run: the `PlannedRun` to train: its mode, rank and options (the levers).
+        verbose: Keras's `fit` verbosity.
 
     Returns:
-        The run record of `results.json` (see `lora_keras.experiments.compare`).
+        The run record of `results.json` (see `lora_keras.experiments.runner`).
     """
     import keras
 
     from lora_keras.data import load_texts, make_lm_datasets, preprocessor_detached
     from lora_keras.experiments.environment import describe_environment
     from lora_keras.experiments.optimizer import tutorial_optimizer
+    from lora_keras.experiments.run_spec import read_job
     from lora_keras.levers import options as levers
     from lora_keras.levers.chunked_loss import ChunkedLossCausalLM
     from lora_keras.measure.callbacks import LossHistory, MemoryCallback, StepTimeCallback
@@ -127,33 +132,32 @@ def train_one(spec):
     from lora_keras.models import load_gpt2
     from lora_keras.summary import trainable_summary
 
-    if spec["mode"] not in MODES:
-        raise ValueError(f"Unknown mode '{spec['mode']}'. Known modes: {', '.join(MODES)}.")
-    options = levers.check_mode_options(
-        spec["mode"], levers.check_options(**spec.get("options", {}))
-    )
+    if run is None:
+        verbose = spec.get("verbose", verbose)
+        spec, run = read_job(spec)
+    options = run.options.to_json()
     # What the process holds before any model exists (on a CPU: Python, TensorFlow and
     # its thread pools): the floor under every measured peak, beside the estimate.
     probe = memory_probe()
     checkpoints = {"after_imports": probe.current_bytes()}
     memory = MemoryCallback()
     levers.set_precision_policy(options["mixed_precision"])
-    keras.utils.set_random_seed(spec["seed"])
-    texts = load_texts(spec["data"], text_field=spec.get("text_field", "text"))
+    keras.utils.set_random_seed(spec.seed)
+    texts = load_texts(spec.data, text_field=spec.text_field)
     # Random weights come with a tokenizer trained on the corpus in use (cached on disk).
-    tokenizer_texts = texts if spec["data"] != "embedded" else None
+    tokenizer_texts = texts if spec.data != "embedded" else None
     lm = load_gpt2(
-        spec["preset"],
-        weights=spec["weights"],
-        sequence_length=spec["sequence_length"],
+        spec.preset,
+        weights=spec.weights,
+        sequence_length=spec.sequence_length,
         tokenizer_texts=tokenizer_texts,
         dtype=options["frozen_dtype"],  # the adapters that train stay float32
     )
     train_ds, _ = make_lm_datasets(
-        texts, lm, batch_size=spec["batch_size"], num_batches=spec["steps"], seed=spec["seed"]
+        texts, lm, batch_size=spec.batch_size, num_batches=spec.steps, seed=spec.seed
     )
-    data_source = _describe_data(spec["data"], texts)
-    MODES[spec["mode"]](lm, spec)
+    data_source = _describe_data(spec.data, texts)
+    MODES[run.mode](lm, _mode_settings(spec, run))
     if options["remat"]:  # after the mode's adapters: it wraps the blocks they make
         levers.rematerialise_blocks(lm.backbone)
     checkpoints["model_built"] = probe.current_bytes()
@@ -164,7 +168,7 @@ def train_one(spec):
         model, loss = lm, {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
     model.compile(
         # The same for every mode; with a float16 frozen model, its loss scaled.
-        optimizer=levers.loss_scaled(tutorial_optimizer(spec["learning_rate"]), options),
+        optimizer=levers.loss_scaled(tutorial_optimizer(spec.learning_rate), options),
         jit_compile=options["jit_compile"],
         **loss,
     )
@@ -173,7 +177,7 @@ def train_one(spec):
     # Keras trace and compile that step twice (about twice the first-step time).
     model.optimizer.build(model.trainable_variables)
     checkpoints["optimizer_built"] = probe.current_bytes()
-    timer = StepTimeCallback(tokens_per_step=spec["batch_size"] * spec["sequence_length"])
+    timer = StepTimeCallback(tokens_per_step=spec.batch_size * spec.sequence_length)
     losses = LossHistory()
     with preprocessor_detached(lm):
         model.fit(
@@ -181,22 +185,22 @@ def train_one(spec):
             epochs=1,
             shuffle=False,  # make_lm_datasets already shuffled, by the seed
             callbacks=[memory, timer, losses],
-            verbose=spec.get("verbose", 1),
+            verbose=verbose,
         )
     counts = trainable_summary(lm)
     estimate = estimate_for_model(
         lm,
-        spec["batch_size"],
-        spec["sequence_length"],
+        spec.batch_size,
+        spec.sequence_length,
         remat=options["remat"],
         loss_chunk=levers.CHUNK_SIZE if options["chunked_loss"] else None,
     )
     checkpoints["after_first_step"] = memory.current_history[0]
     checkpoints["peak"] = memory.peak_bytes
     record = {
-        "mode": spec["mode"],
-        "rank": spec["rank"] if spec["mode"] != "full" else None,
-        "alpha": _alpha(spec),
+        "mode": run.mode,
+        "rank": run.rank if run.mode != "full" else None,
+        "alpha": _alpha(spec, run),
         "status": "ok",
         "error": None,
         "trainable_params": counts["trainable"],
@@ -219,6 +223,6 @@ def train_one(spec):
         **mixlora_record(lm),  # settings and expert loads of a MixLoRA run
     }
     _mark_non_finite_loss(record)
-    if spec.get("sample_prompts"):
-        record["samples"] = _samples(lm, spec["sample_prompts"], spec["sample_length"])
+    if spec.sample_prompts:
+        record["samples"] = _samples(lm, spec.sample_prompts, spec.sample_length)
     return record

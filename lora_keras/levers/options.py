@@ -2,10 +2,14 @@
 
 Each is an option of `compare`, `sweep` and the child that trains (`train_one`), checked
 here before any process starts, recorded in results.json and shown in the report.
-`OPTIONS` is the one table of their names, defaults and meanings; `LOSS_TOLERANCE` says
+`Options` holds a run's levers and checks them on construction; `OPTIONS` is the table of
+their names, defaults and meanings drawn from it; `LOSS_TOLERANCE` says
 how far the loss after N steps may move from the plain run's when an option is on (only
 precision options change the arithmetic; the others compute the same sums).
 """
+
+import argparse
+import dataclasses
 
 # Keras is imported inside the functions that run a model: the parent process of a
 # comparison, and `lora-keras --help`, check and label options without starting TensorFlow.
@@ -20,26 +24,76 @@ FROZEN_DTYPE_MODES = ("lora", "dora")
 # Positions per chunk of `chunked_loss`: 4 chunks of a 128-token sequence.
 CHUNK_SIZE = 32
 
-OPTIONS = {
-    "jit_compile": (False, "XLA: compile the training step (compile time is in the first step)"),
-    "mixed_precision": (
+
+def _lever(default, meaning, help, **cli):
+    """A lever: its default, what it means (the report's words), its flag's help and kind."""
+    return dataclasses.field(default=default, metadata={"meaning": meaning, "help": help, **cli})
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """The levers of a training run, checked on construction (Keras-free).
+
+    Args:
+        jit_compile, mixed_precision, frozen_dtype, remat, chunked_loss: see `OPTIONS`.
+
+    Example:
+    ```python
+    Options(remat=True, chunked_loss=True).to_json()["remat"]  # True
+    Options(mixed_precision="fp8")  # ValueError: mixed_precision must be one of ...
+    ```
+    """
+
+    jit_compile: bool = _lever(
+        False,
+        "XLA: compile the training step (compile time is in the first step)",
+        "compile the training step with XLA (default: off, see README)",
+        action=argparse.BooleanOptionalAction,
+    )
+    mixed_precision: str | None = _lever(
         None,
         "Keras dtype policy mixed_<dtype>: compute in float16/bfloat16, weights (LoRA's "
         "included) and the loss in float32",
-    ),
-    "frozen_dtype": (
+        "Keras mixed_<dtype> policy: weights and loss stay float32",
+        choices=MIXED_PRECISION[1:],
+    )
+    frozen_dtype: str | None = _lever(
         None,
         "store and compute the frozen weights in float16/bfloat16; the weights that train "
         "(LoRA's A and B) and the loss stay float32",
-    ),
-    "remat": (
+        "store and compute the frozen weights in this dtype; LoRA's weights and the loss "
+        "stay float32 (modes lora, dora)",
+        choices=FROZEN_DTYPES[1:],
+    )
+    remat: bool = _lever(
         False,
         "recompute each transformer block's activations in the backward pass (keras.remat)",
-    ),
-    "chunked_loss": (
+        "recompute transformer blocks in the backward pass",
+        action="store_true",
+    )
+    chunked_loss: bool = _lever(
         False,
         f"cross-entropy over chunks of {CHUNK_SIZE} positions, never the whole logits tensor",
-    ),
+        "cross-entropy over sequence chunks",
+        action="store_true",
+    )
+
+    def __post_init__(self):
+        check_options(**self.to_json())
+
+    def to_json(self):
+        """`{lever: value}`, every lever: what results.json records as a run's options."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data):
+        """The options of `{lever: value}`; missing levers are off, unknown ones refused."""
+        return cls(**check_options(**data))
+
+
+# The one table of the levers: name -> (default, meaning), in the order reports show them.
+OPTIONS = {
+    lever.name: (lever.default, lever.metadata["meaning"]) for lever in dataclasses.fields(Options)
 }
 
 # Relative difference allowed between the final loss with an option and without it.

@@ -1,8 +1,8 @@
-"""Every argument of `compare` and `sweep` checked before any folder, process or model exists.
+"""The checks a `RunSpec` runs on its settings, before any folder, process or model exists.
 
 Keras-free and quick, so that a bad argument is refused in well under a second, with a message
-naming both the Python argument and the command-line flag. A new option adds its check to
-`check_arguments`.
+naming both the Python argument and the command-line flag. Which checks run, and in what order,
+is `RunSpec`'s (`lora_keras.experiments.run_spec`); a new setting adds its check there.
 """
 
 import json
@@ -10,20 +10,22 @@ import math
 import numbers
 import os
 
-from lora_keras.backends import check_backend
 from lora_keras.experiments.train_one import MODES
-from lora_keras.levers.options import OPTIONS
 from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
-from lora_keras.targets import check_targets
 
 # Python arguments whose flag is not the name with dashes.
-_FLAGS = {"timeout_s": "--timeout", "ranks": "--ranks", "modes": "--modes"}
+_FLAGS = {"timeout_s": "--timeout"}
+
+
+def flag_name(name):
+    """The command-line flag of the Python argument `name`: `--batch-size` for `batch_size`."""
+    return _FLAGS.get(name, "--" + name.replace("_", "-"))
 
 
 def flag(name):
     """`name (--flag)`: how an error names an argument for Python and command-line users."""
-    return f"{name} ({_FLAGS.get(name, '--' + name.replace('_', '-'))})"
+    return f"{name} ({flag_name(name)})"
 
 
 def check_integer(name, value, minimum, maximum=None, why=""):
@@ -105,6 +107,10 @@ def check_preset_and_weights(preset, weights):
             f"{flag('weights')} 'pretrained': {preset!r} is this package's own architecture "
             "and has no pretrained weights. Use weights='random' (--weights random)."
         )
+
+
+def check_weights_reachable(preset, weights):
+    """Pretrained weights not on disk need the download host: refused (ConnectionError) if not."""
     if weights == "pretrained" and not os.path.isdir(preset):
         from lora_keras.models import pretrained_reachable
         from lora_keras.models.preset_cache import cached_preset_folder
@@ -136,50 +142,6 @@ def check_data(data, text_field, steps, batch_size):
             f"{max(documents // batch_size, 0)}, a smaller --batch-size, or more text."
         )
     return documents
-
-
-def check_jax_remat(config):
-    """JAX refuses remat with dropout, and every GPT-2 backbone has dropout 0.1."""
-    if config.get("backend") != "jax":
-        return
-    why = "GPT-2's blocks have dropout 0.1 and JAX refuses Keras's dropout inside jax.checkpoint"
-    if config.get("remat"):
-        raise ValueError(
-            f"remat (--remat) cannot run on backend='jax' (--backend jax): {why}. Run without "
-            "--remat, or use --backend tensorflow or torch."
-        )
-    if config.get("options_sweep"):
-        raise ValueError(
-            f"options_sweep (--options-sweep) has a remat run, which cannot run on "
-            f"backend='jax' (--backend jax): {why}. Sweep with --backend tensorflow or torch, "
-            "or turn the other levers on one comparison at a time (--jit-compile, "
-            "--mixed-precision, --chunked-loss)."
-        )
-
-
-def check_options_sweep(config):
-    """An options sweep turns each lever on alone, against runs with every lever off."""
-    chosen = [
-        name for name, (default, _) in OPTIONS.items() if config.get(name, default) != default
-    ]
-    if config.get("options_sweep") and chosen:
-        raise ValueError(
-            f"options_sweep (--options-sweep) turns each lever on alone against the plain run, "
-            f"so it takes no lever of its own; got {', '.join(flag(name) for name in chosen)}. "
-            "Drop those, or compare them without --options-sweep."
-        )
-
-
-def check_mixlora_remat(config):
-    """Recomputing a MixLoRA block drops its load-balance loss from the router's gradient."""
-    if "mixlora" in config.get("modes", ()) and (
-        config.get("remat") or config.get("options_sweep")
-    ):
-        raise ValueError(
-            "Mode mixlora (--modes) cannot run with remat (--remat, or the remat run of "
-            "--options-sweep): recomputing a block in the backward pass leaves MixLoRA's "
-            "load-balance loss without a gradient to the router. Measure mixlora without remat."
-        )
 
 
 def check_keras_lora_targets(modes, targets):
@@ -217,50 +179,3 @@ def check_mixlora(settings, shape):
             f"mixlora= variant must be one of {', '.join(MIXLORA_VARIANTS)}, "
             f"got {settings['variant']!r}."
         )
-
-
-def check_arguments(config):
-    """Checks a comparison's settings (the `config` of results.json), fastest checks first.
-
-    Raises:
-        ValueError (or FileNotFoundError, ConnectionError, RuntimeError for data and weights
-        that cannot be had) naming the argument and its flag.
-    """
-    check_preset_and_weights(config["preset"], config["weights"])
-    check_backend(config.get("backend", "tensorflow"))
-    if config.get("data_parallel") and config.get("backend") == "torch":
-        raise ValueError(
-            f"{flag('data_parallel')} needs the jax or tensorflow backend: Keras's distribution "
-            "API has no torch data parallel. Use backend='jax' (--backend jax)."
-        )
-    check_jax_remat(config)
-    check_options_sweep(config)
-    check_mixlora_remat(config)
-    targets = check_targets(config["targets"])
-    check_keras_lora_targets(config["modes"], targets)
-    steps = check_integer("steps", config["steps"], 2, why=" (the first is timed apart)")
-    batch_size = check_integer("batch_size", config["batch_size"], 1)
-    check_integer("seed", config["seed"], 0)
-    check_positive("alpha", config["alpha"])
-    check_positive("learning_rate", config["learning_rate"])
-    check_positive("timeout_s", config.get("timeout_s"), optional=True)
-    if config.get("sample_length") is not None:
-        check_integer("sample_length", config["sample_length"], 1)
-    shape = architecture(config["preset"])
-    if shape is not None:
-        maximum = shape["max_sequence_length"]
-        why = f" ({config['preset']} has position embeddings for {maximum} tokens)"
-        check_integer("sequence_length", config["sequence_length"], 1, maximum, why)
-        smallest = smallest_projection(shape, targets)
-        why = f" (the smallest size of the {', '.join(targets)} projections of {config['preset']})"
-        # Full fine-tuning has no rank and MixLoRA its own: neither uses this one.
-        if set(config["modes"]) - {"full", "mixlora"}:
-            for rank in config.get("ranks") or [config["rank"]]:
-                name = "ranks" if config.get("ranks") else "rank"
-                check_integer(name, rank, 1, smallest, why)
-    else:
-        check_integer("sequence_length", config["sequence_length"], 1)
-    check_modes(config["modes"])
-    if "mixlora" in config["modes"]:
-        check_mixlora(config["mixlora"], shape)
-    check_data(config["data"], config.get("text_field", "text"), steps, batch_size)
