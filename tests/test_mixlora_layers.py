@@ -164,33 +164,38 @@ def hand_set_router(block):
     return x
 
 
-def expected_balance(x, kernel, mask):
-    """`coef * E * sum_i f_i p_i` written out with numpy, over the tokens where mask is 1."""
+def expected_balance(x, kernel, mask, scope="model"):
+    """`coef * E * sum_i f_i p_i` written out with numpy, over the tokens where mask is 1: `f_i`
+    the share of tokens choosing expert i (summing to k); per block, divided by k."""
     logits = x.reshape(-1, HIDDEN)[mask.reshape(-1) == 1] @ kernel
     probabilities = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
     chosen = np.argsort(-probabilities, axis=-1)[:, :TOP_K]
-    fractions = np.bincount(chosen.reshape(-1), minlength=EXPERTS) / chosen.size
-    return 0.01 * EXPERTS * np.sum(fractions * probabilities.mean(0))
+    fractions = np.bincount(chosen.reshape(-1), minlength=EXPERTS) / len(chosen)
+    balance = 0.01 * EXPERTS * np.sum(fractions * probabilities.mean(0))
+    return balance / TOP_K if scope == "block" else balance
 
 
-def test_aux_loss_by_its_formula_on_a_hand_set_router():
-    block = make_block(aux_loss_coef=0.01)
+@pytest.mark.parametrize("scope", ["model", "block"])
+def test_aux_loss_by_its_formula_on_a_hand_set_router(scope):
+    block = make_block(aux_loss_coef=0.01, aux_loss_scope=scope)
     x = hand_set_router(block)
     block(x)
     loss = numpy(block.losses[0])
     mask = np.ones((1, 6))
-    np.testing.assert_allclose(loss, expected_balance(x, block.router.kernel.numpy(), mask), 1e-5)
-    # By hand: tokens 0-5 choose (0,1) (1,2) (2,3) (3,0) (0,1) (1,2): f = (3, 4, 3, 2) / 12.
+    expected = expected_balance(x, block.router.kernel.numpy(), mask, scope)
+    np.testing.assert_allclose(loss, expected, 1e-5)
+    # By hand: tokens 0-5 choose (0,1) (1,2) (2,3) (3,0) (0,1) (1,2): f = (3, 4, 3, 2) / 6.
     logits = np.array([4.0, 2.0, 0.0, 0.0])
     p_top = np.exp(logits) / np.exp(logits).sum()
     # Token n has p_top rolled by n; p_i is the mean over the 6 tokens.
     p = np.mean([np.roll(p_top, n % EXPERTS) for n in range(6)], axis=0)
-    f = np.array([3, 4, 3, 2]) / 12
-    np.testing.assert_allclose(loss, 0.01 * EXPERTS * np.sum(f * p), rtol=1e-5)
+    f = np.array([3, 4, 3, 2]) / 6
+    by_hand = 0.01 * EXPERTS * np.sum(f * p) / (TOP_K if scope == "block" else 1)
+    np.testing.assert_allclose(loss, by_hand, rtol=1e-5)
 
 
 def test_padding_is_left_out_of_the_loss_and_the_counts():
-    block = make_block()
+    block = make_block(aux_loss_coef=0.01)
     x = hand_set_router(block)
     mask = np.array([[1, 1, 1, 1, 0, 0]], "int32")
     block(x, padding_mask=mask, training=True)
@@ -243,6 +248,7 @@ def test_layer_contract(cls, variant_weights, tmp_path):
         (dict(alpha=-1.0), "MixLoRA alpha must be a finite number above 0"),
         (dict(aux_loss_coef=-0.1), "MixLoRA aux_loss_coef must be a finite number of at least 0"),
         (dict(aux_loss_coef=float("nan")), "aux_loss_coef must be a finite number of at least 0"),
+        (dict(aux_loss_scope="layer"), "Unknown aux_loss_scope 'layer': use one of model, block"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, message):

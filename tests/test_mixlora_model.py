@@ -115,13 +115,63 @@ def test_expert_loads_count_training_tokens_and_skip_padding():
         assert len(loads) == 4 and np.isclose(sum(loads), 1.0)
 
 
-def test_aux_loss_is_added_to_the_model_losses():
+@pytest.mark.parametrize(
+    ("scope", "losses", "balanced"), [("model", 1, 2.0), ("block", LAYERS, 1.0)]
+)
+def test_aux_loss_is_added_to_the_model_losses(scope, losses, balanced):
     lm = make_tiny_lm()
-    lk.apply_mixlora(lm, num_experts=4, rank=4, aux_loss_coef=0.5)
+    lk.apply_mixlora(lm, num_experts=4, rank=4, aux_loss_coef=0.5, aux_loss_scope=scope)
     lm(token_batch())
-    assert len(lm.losses) == LAYERS
-    # Balanced routing gives coef * E * sum(1/E * 1/E) * E = coef; any imbalance gives more.
-    assert all(float(loss) >= 0.5 - 1e-6 for loss in lm.losses)
+    # One loss over every block's routing (the MixLoRA reference's), or one a block.
+    assert len(lm.losses) == losses
+    # Balanced routing gives coef * E * sum(k/E * 1/E) = coef * k over the model, and coef * 1
+    # a block (divided by k); any imbalance gives more.
+    assert all(float(loss) >= 0.5 * balanced - 1e-6 for loss in lm.losses)
+
+
+def _mixtral_balance(logits_per_block, mask, num_experts, top_k):
+    """The MixLoRA reference's loss (Mixtral's, over every block's router logits at once),
+    transcribed with TensorFlow ops from its definition, for a value and a gradient."""
+    import tensorflow as tf
+
+    logits = tf.concat(logits_per_block, axis=0)  # (blocks * tokens, E)
+    weights = tf.tile(tf.reshape(tf.cast(mask, "float32"), (-1,)), [len(logits_per_block)])
+    probabilities = tf.nn.softmax(logits, axis=-1)
+    _, chosen = tf.math.top_k(probabilities, top_k)
+    expert_mask = tf.one_hot(chosen, num_experts)  # (blocks * tokens, k, E)
+    tokens_per_expert = tf.reduce_sum(expert_mask * weights[:, None, None], 0) / tf.reduce_sum(
+        weights
+    )
+    router_prob = tf.reduce_sum(probabilities * weights[:, None], 0) / tf.reduce_sum(weights)
+    return num_experts * tf.reduce_sum(tokens_per_expert * router_prob[None])
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="tf.GradientTape")
+def test_the_default_loss_is_the_mixlora_references_in_value_and_gradient():
+    import tensorflow as tf
+
+    lm = make_tiny_lm()
+    blocks = list(lk.apply_mixlora(lm, num_experts=4, top_k=2, rank=4))
+    assert blocks[0].aux_loss_coef == 0.001 and blocks[0].aux_loss_scope == "model"
+    rng = np.random.default_rng(0)
+    for block in blocks:  # routers far from uniform, so the gradient is not tiny
+        block.router.kernel.assign(rng.normal(0, 0.5, block.router.kernel.shape))
+    logits = []
+    for block in blocks:
+        call = block.router.call
+        block.router.call = lambda x, call=call, **kw: logits.append(call(x, **kw)) or logits[-1]
+    batch = token_batch()
+    batch["padding_mask"][0, -4:] = 0
+    routers = [block.router.kernel for block in blocks]
+    with tf.GradientTape(persistent=True) as tape:
+        lm(batch)
+        ours = tf.add_n(lm.losses)
+        reference = 0.001 * _mixtral_balance(logits, batch["padding_mask"], 4, 2)
+    np.testing.assert_allclose(float(ours), float(reference), rtol=1e-5)
+    gradients = zip(tape.gradient(ours, routers), tape.gradient(reference, routers), strict=True)
+    for got, expected in gradients:
+        assert np.abs(expected.numpy()).max() > 0
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize(

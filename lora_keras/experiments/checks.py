@@ -11,7 +11,12 @@ import numbers
 import os
 
 from lora_keras.experiments.train_one import MODES
-from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
+from lora_keras.mixlora.settings import (
+    AUX_LOSS_SCOPES,
+    MAX_EXPERTS,
+    MIXLORA_DEFAULTS,
+    MIXLORA_VARIANTS,
+)
 from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
 
 # Python arguments whose flag is not the name with dashes.
@@ -170,12 +175,27 @@ def check_mixlora(settings, shape):
             bounds = f"at least {minimum}" if maximum == math.inf else f"{minimum} to {maximum}"
             raise ValueError(f"mixlora= {key} must be {bounds}{why}, got {value}.")
 
-    integer("num_experts", 1)
+    integer("num_experts", 1, MAX_EXPERTS, " (the MixLoRA paper uses 8)")
     integer("top_k", 1, settings["num_experts"], " (num_experts)")
     smallest = math.inf if shape is None else smallest_projection(shape, ("ffn_in",))
     integer("rank", 1, smallest, " (the smallest size of the feed-forward block)")
-    if settings["variant"] not in MIXLORA_VARIANTS:
-        raise ValueError(
-            f"mixlora= variant must be one of {', '.join(MIXLORA_VARIANTS)}, "
-            f"got {settings['variant']!r}."
-        )
+    for key, allowed in (("variant", MIXLORA_VARIANTS), ("aux_loss_scope", AUX_LOSS_SCOPES)):
+        if settings[key] not in allowed:
+            raise ValueError(
+                f"mixlora= {key} must be one of {', '.join(allowed)}, got {settings[key]!r}."
+            )
+    number(settings, "alpha", minimum=0.0, above=True)
+    number(settings, "aux_loss_coef", minimum=0.0)
+    number(settings, "dropout", minimum=0.0, below=1.0)
+
+
+def number(settings, key, minimum, above=False, below=None):
+    """A finite `mixlora=` number at least (or, `above`, more than) `minimum`, under `below`."""
+    value = settings[key]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ValueError(f"mixlora= {key} must be a finite number, got {value!r}.")
+    low = value > minimum if above else value >= minimum
+    if not low or (below is not None and value >= below):
+        bounds = f"{'above' if above else 'at least'} {minimum}"
+        bounds += f" and below {below}" if below is not None else ""
+        raise ValueError(f"mixlora= {key} must be {bounds}, got {value}.")

@@ -1,6 +1,7 @@
 """MixLoRA: a routed mixture of LoRA experts sharing one frozen feed-forward block."""
 
 import contextlib
+import functools
 
 import keras
 from keras import ops
@@ -18,9 +19,12 @@ class MixLoraFeedForward(keras.layers.Layer):
     every expert equals the frozen block at first). A float32 router without
     bias picks `top_k` experts a token; the output is their sum weighted by the
     softmax probabilities renormalised over the chosen. The frozen matmuls run
-    once for all experts (see `mixlora_math.top_k_mixture`). Each call adds the
-    load-balance loss `aux_loss_coef * E * sum_i f_i p_i` over the non-padding
-    tokens with `add_loss`, and a training call adds the routed choices of each
+    once for all experts (see `mixlora_math.top_k_mixture`). A load-balance loss
+    `aux_loss_coef * E * sum_i f_i p_i` over the non-padding tokens is added with
+    `add_loss` (see `mixlora_math.load_balance`): by default once per model, over
+    the routers of all its blocks together, as the MixLoRA reference does
+    (`aux_loss_scope="model"`; the blocks of a model share a `BalancePool`), or
+    once per block (`"block"`). A training call adds the routed choices of each
     expert to `expert_counts` (see `lk.expert_loads`).
 
     Args:
@@ -31,7 +35,11 @@ class MixLoraFeedForward(keras.layers.Layer):
         top_k: int, experts a token goes to, from 1 to `num_experts`.
         rank: int, the rank of every expert's updates.
         alpha: float, updates are scaled by `alpha / rank`.
-        aux_loss_coef: float, the weight of the load-balance loss.
+        aux_loss_coef: float, the weight of the load-balance loss (the MixLoRA
+            reference's 0.001).
+        aux_loss_scope: "model" (one loss over every block's routing, the MixLoRA
+            reference's and Mixtral's) or "block" (one a block, divided by `top_k`:
+            lora_keras 0.1.0's).
         dropout: float, dropout on the LoRA branches' inputs.
         **kwargs: standard `keras.layers.Layer` arguments such as `name`.
 
@@ -54,8 +62,9 @@ class MixLoraFeedForward(keras.layers.Layer):
         top_k=2,
         rank=8,
         alpha=16.0,
-        aux_loss_coef=0.01,
+        aux_loss_coef=0.001,
         dropout=0.0,
+        aux_loss_scope="model",
         **kwargs,
     ):
         kwargs.setdefault("name", "mixlora_feedforward")
@@ -81,6 +90,11 @@ class MixLoraFeedForward(keras.layers.Layer):
                 "MixLoRA aux_loss_coef must be a finite number of at least 0 (0 turns the "
                 f"load-balance loss off), got aux_loss_coef={aux_loss_coef!r}."
             )
+        if aux_loss_scope not in mixlora_math.BALANCE_SCOPES:
+            raise ValueError(
+                f"Unknown aux_loss_scope {aux_loss_scope!r}: use one of "
+                f"{', '.join(mixlora_math.BALANCE_SCOPES)}."
+            )
         for role, layer in (("intermediate", intermediate_dense), ("output", output_dense)):
             if not isinstance(layer, keras.layers.Dense):
                 raise ValueError(
@@ -95,7 +109,10 @@ class MixLoraFeedForward(keras.layers.Layer):
         self.rank = int(rank)
         self.aux_loss_coef = float(aux_loss_coef)
         self.dropout = float(dropout)
+        self.aux_loss_scope = aux_loss_scope
         self.scaling = self.alpha / self.rank
+        # A block alone pools its own routing; `apply_mixlora` gives a model's blocks one pool.
+        self.join_balance_pool(BalancePool(size=1), position=0)
         self.router = keras.layers.Dense(
             self.num_experts,
             use_bias=False,
@@ -167,6 +184,10 @@ class MixLoraFeedForward(keras.layers.Layer):
         """Weights a variant adds to the experts, which train too (none for LoRA)."""
         return []
 
+    def join_balance_pool(self, pool, position):
+        """Pools this block's routing with the other blocks of `pool`, as block `position`."""
+        self._balance_pool, self._pool_position = pool, position
+
     def expert_factors(self):
         """Every expert's LoRA factors, stacked along a first axis of `num_experts`."""
         return mixlora_math.ExpertFactors(
@@ -197,10 +218,15 @@ class MixLoraFeedForward(keras.layers.Layer):
             else ops.reshape(ops.cast(padding_mask, "float32"), (-1,))
         )
         probabilities, weights, indices = mixlora_math.top_k_routing(self.router(x), self.top_k)
-        balance, counts = mixlora_math.load_balance(probabilities, indices, mask)
-        self.add_loss(self.aux_loss_coef * balance)
+        own = mixlora_math.routing_statistics(probabilities, indices, mask)
+        statistics = own
+        if self.aux_loss_scope == "model":
+            statistics = self._balance_pool.pooled(self._pool_position, own)
+        if statistics is not None:  # every block of the pool has routed: the loss is due
+            balance = mixlora_math.load_balance(statistics, self.top_k, self.aux_loss_scope)
+            self.add_loss(self.aux_loss_coef * balance)
         if training:
-            self.expert_counts.assign_add(counts)
+            self.expert_counts.assign_add(own.counts)
         dense_in, dense_out = self.intermediate_dense, self.output_dense
         frozen = mixlora_math.FrozenFeedForward(
             dense_in.kernel, dense_in.bias, dense_out.kernel, dense_out.bias, dense_in.activation
@@ -247,6 +273,7 @@ class MixLoraFeedForward(keras.layers.Layer):
                 "alpha": self.alpha,
                 "aux_loss_coef": self.aux_loss_coef,
                 "dropout": self.dropout,
+                "aux_loss_scope": self.aux_loss_scope,
             }
         )
         return config
@@ -254,6 +281,7 @@ class MixLoraFeedForward(keras.layers.Layer):
     @classmethod
     def from_config(cls, config):
         config = dict(config)
+        config.setdefault("aux_loss_scope", "block")  # what configs of lora_keras 0.1.0 did
         for key in ("intermediate_dense", "output_dense"):
             config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(**config)
@@ -317,3 +345,30 @@ class MixDoraFeedForward(MixLoraFeedForward):
             dora_math.magnitude_scale(self.expert_in_magnitude, ops.cast(norms_in, dtype)),
             dora_math.magnitude_scale(self.expert_out_magnitude, ops.cast(norms_out, dtype)),
         )
+
+
+class BalancePool:
+    """The routing statistics of one model's MixLoRA blocks, pooled over one forward pass.
+
+    With `aux_loss_scope="model"` the load-balance loss is one term over every block's
+    routing together (the MixLoRA reference concatenates all layers' router logits), so no
+    block can add it alone. The blocks run in order within one call: each hands its
+    statistics here, and the last receives their sum and adds the loss. Tensors are held
+    only from the first block of a call to the last.
+    """
+
+    def __init__(self, size):
+        self.size = size
+        self._statistics = []
+
+    def pooled(self, position, statistics):
+        """Every block's statistics summed when block `position` is the last, else None."""
+        if position == 0 or position != len(self._statistics):
+            self._statistics = []  # a new call (or blocks called out of order: nothing pooled)
+        if position != len(self._statistics):
+            return None
+        self._statistics.append(statistics)
+        if position < self.size - 1:
+            return None
+        parts, self._statistics = zip(*self._statistics, strict=True), []
+        return mixlora_math.RoutingStatistics(*(functools.reduce(ops.add, p) for p in parts))

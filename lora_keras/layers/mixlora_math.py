@@ -36,13 +36,8 @@ def top_k_routing(logits, top_k):
     return probabilities, weights, indices
 
 
-def load_balance(probabilities, indices, mask):
-    """The Switch-Transformer balance term `E * sum_i f_i * p_i`, and the routed counts.
-
-    `f_i` is the fraction of routed (token, slot) choices that went to expert
-    `i` and `p_i` the mean router probability of expert `i`, both over the
-    tokens where `mask` is 1 (padding is 0). `f` counts choices, so only `p`
-    carries a gradient, as in the Switch Transformer.
+def routing_statistics(probabilities, indices, mask):
+    """What a load-balance loss needs of one block's routing, summed over its real tokens.
 
     Args:
         probabilities: `(N, E)` float32 router probabilities.
@@ -50,17 +45,43 @@ def load_balance(probabilities, indices, mask):
         mask: `(N,)` float32, 1 for a real token and 0 for padding.
 
     Returns:
-        `(balance, counts)`: a scalar (1.0 when perfectly balanced) and the
-        `(E,)` number of (token, slot) choices of each expert.
+        `RoutingStatistics(counts (E,), probability_sums (E,), tokens ())`: the
+        (token, slot) choices of each expert, the summed probability of each
+        expert, and the number of real tokens. Only the probabilities carry a
+        gradient: the choices are counted, as in the Switch Transformer.
     """
     num_experts = ops.shape(probabilities)[-1]
     chosen = ops.one_hot(indices, num_experts, dtype="float32")  # (N, k, E)
     counts = ops.sum(chosen * mask[:, None, None], axis=(0, 1))  # (E,)
-    tokens = ops.maximum(ops.sum(mask), 1.0)
-    fractions = counts / ops.maximum(ops.sum(counts), 1.0)
-    mean_probabilities = ops.sum(probabilities * mask[:, None], axis=0) / tokens
-    balance = ops.cast(num_experts, "float32") * ops.sum(fractions * mean_probabilities)
-    return balance, counts
+    probability_sums = ops.sum(probabilities * mask[:, None], axis=0)  # (E,)
+    return RoutingStatistics(counts, probability_sums, ops.sum(mask))
+
+
+# Where the load-balance loss is taken: over every block of a model at once, or a block alone.
+BALANCE_SCOPES = ("model", "block")
+RoutingStatistics = collections.namedtuple(
+    "RoutingStatistics", ["counts", "probability_sums", "tokens"]
+)
+
+
+def load_balance(statistics, top_k, scope):
+    """The load-balance loss of the routing `statistics` (summed over one block, or over all).
+
+    With `f_e` the fraction of tokens whose k choices include expert `e` (so `sum_e f_e = k`)
+    and `p_e` expert `e`'s mean router probability, over the real tokens:
+    - `scope="model"`: `E * sum_e f_e p_e` over the tokens of every block pooled, the
+      Mixtral loss the MixLoRA reference adds once per model (`k` when balanced);
+    - `scope="block"`: the same over one block's tokens, divided by `k` (1 when balanced),
+      the Switch Transformer's per-layer normalisation, which lora_keras 0.1.0 added per block.
+
+    Returns:
+        A float32 scalar.
+    """
+    counts, probability_sums, tokens = statistics
+    tokens = ops.maximum(tokens, 1.0)
+    num_experts = ops.cast(ops.shape(counts)[0], "float32")
+    pooled = num_experts * ops.sum(counts * probability_sums) / (tokens * tokens)
+    return pooled / top_k if scope == "block" else pooled
 
 
 def dora_column_norms(kernel, a, b, scaling):

@@ -11,6 +11,7 @@ import numpy as np
 from lora_keras import gpt2_surgery as surgery
 from lora_keras.gpt2_surgery import lora_layers, mixlora_layers
 from lora_keras.mixlora.apply import apply_mixlora, mixlora_settings
+from lora_keras.mixlora.settings import saved_settings
 
 GROUP = "mixlora"
 
@@ -34,7 +35,7 @@ def read_mixture(file):
     for block_name, block in group.items():
         for target, weights in block.items():
             blocks[f"{block_name}/{target}"] = {name: data[()] for name, data in weights.items()}
-    return json.loads(group.attrs["settings"]), blocks
+    return saved_settings(json.loads(group.attrs["settings"])), blocks
 
 
 def check_mixture(stored, model):

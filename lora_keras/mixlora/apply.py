@@ -6,7 +6,8 @@ import numpy as np
 from lora_keras import gpt2_surgery as surgery
 from lora_keras.gpt2_surgery import is_nf4_quantized, lora_layers, mixlora_layers
 from lora_keras.layers import MixDoraFeedForward, MixLoraFeedForward
-from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
+from lora_keras.layers.mixlora_feedforward import BalancePool
+from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS, saved_settings
 
 # variant -> the block class: each variant is its own layer, never an `if` in one.
 VARIANTS = dict(zip(MIXLORA_VARIANTS, (MixLoraFeedForward, MixDoraFeedForward), strict=True))
@@ -31,6 +32,7 @@ def apply_mixlora(
     alpha=MIXLORA_DEFAULTS["alpha"],
     aux_loss_coef=MIXLORA_DEFAULTS["aux_loss_coef"],
     dropout=MIXLORA_DEFAULTS["dropout"],
+    aux_loss_scope=MIXLORA_DEFAULTS["aux_loss_scope"],
     variant=MIXLORA_DEFAULTS["variant"],
 ):
     """Replaces the feed-forward block of every transformer layer by a mixture of LoRA experts.
@@ -45,8 +47,9 @@ def apply_mixlora(
 
     Args:
         model: a KerasHub `GPT2CausalLM` or `GPT2Backbone`.
-        num_experts, top_k, rank, alpha, aux_loss_coef, dropout: see
-            `lk.MixLoraFeedForward`.
+        num_experts, top_k, rank, alpha, aux_loss_coef, dropout, aux_loss_scope: see
+            `lk.MixLoraFeedForward` (by default the MixLoRA reference's load-balance loss:
+            one over every block's routing, weighted 0.001).
         variant: "lora" (MixLoRA) or "dora" (MixDoRA).
 
     Returns:
@@ -90,6 +93,7 @@ def apply_mixlora(
                 alpha=alpha,
                 aux_loss_coef=aux_loss_coef,
                 dropout=dropout,
+                aux_loss_scope=aux_loss_scope,
                 name=f"{block.name}_mixlora",
             )
             planned.append((block, mixture, was_trainable))
@@ -99,7 +103,9 @@ def apply_mixlora(
             surgery.get_layer(block, "ffn_in").trainable = trainable_in
             surgery.get_layer(block, "ffn_out").trainable = trainable_out
         raise
-    for block, mixture, _ in planned:
+    pool = BalancePool(size=len(planned))  # one load-balance loss over all of them
+    for position, (block, mixture, _) in enumerate(planned):
+        mixture.join_balance_pool(pool, position)
         surgery.set_mixture(block, mixture)
     surgery.freeze_all_but_adapters(backbone)
     surgery.settle_class(backbone)
@@ -139,7 +145,7 @@ def mixlora_record(model):
 
 
 def _restore(backbone, settings):
-    apply_mixlora(backbone, **settings)
+    apply_mixlora(backbone, **saved_settings(settings))
 
 
 surgery.register_section("mixlora", mixlora_settings, _restore)
