@@ -28,6 +28,23 @@ def _cpu_model():
     return platform.processor()
 
 
+def _never_a_pretraining_target(preprocessor, pretrain, documents, sequence_length):
+    """The fraction of the documents' target tokens that no pretraining document has as a target:
+    the pretrained model learnt to give them almost no probability."""
+    import keras
+
+    def targets(texts):
+        _, y, weights = preprocessor(texts, sequence_length=sequence_length)
+        y, weights = keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(weights)
+        return y[weights > 0]
+
+    seen = set()
+    for start in range(0, len(pretrain), 256):
+        seen.update(targets(pretrain[start : start + 256]).tolist())
+    wanted = targets(documents)
+    return sum(token not in seen for token in wanted.tolist()) / len(wanted)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=OUT)
@@ -65,6 +82,12 @@ def main(argv=None):
         figures[name]["loss_ratio"] = (
             figures[name]["pretrained"]["loss"] / figures[name]["random"]["loss"]
         )
+    figures["target_heldout"]["tokens_never_a_pretraining_target"] = _never_a_pretraining_target(
+        models["pretrained"].preprocessor,
+        split.pretrain,
+        split.target_heldout,
+        args.sequence_length,
+    )
     record = shipped_record("gpt2_mini")
     result = {
         "preset": "gpt2_mini",

@@ -10,14 +10,13 @@ import pytest
 
 from lora_keras import network
 from lora_keras.data.corpus_split import corpus_split
-from lora_keras.models import load_gpt2, shipped_preset
+from lora_keras.models import has_pretrained_weights, load_gpt2, shipped_preset
 from lora_keras.models.architectures import (
     BUILTIN_PRESETS,
     GPT2_ARCHITECTURES,
     GPT2_MINI_HELDOUT_FAMILY,
     KNOWN_PRESETS,
     SHIPPED_PRESETS,
-    has_pretrained_weights,
 )
 from lora_keras.quality import evaluate_heldout
 

@@ -14,7 +14,8 @@ from lora_keras.quality import evaluate_heldout
 # Portable: CI runs these under JAX and torch too (`-m backends`).
 pytestmark = pytest.mark.backends
 
-DOCUMENTS = embedded_corpus()[:7]
+CORPUS = embedded_corpus()[:4]  # each longer than the model's 16 tokens
+DOCUMENTS = [*CORPUS, "A short one."]  # so documents differ in their number of target tokens
 
 
 @pytest.fixture(scope="module")
@@ -24,28 +25,28 @@ def lm(tmp_path_factory):
 
 
 def by_hand(lm, documents):
-    """The token-weighted mean loss, one document at a time, with NumPy's log-softmax."""
-    total, tokens = 0.0, 0
-    for document in documents:
-        x, y, weights = lm.preprocessor([document])
-        x = {key: keras.ops.convert_to_numpy(value) for key, value in x.items()}
-        logits = keras.ops.convert_to_numpy(lm(x)).astype("float64")[0]
-        logits -= logits.max(axis=-1, keepdims=True)
-        log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-        y, weights = keras.ops.convert_to_numpy(y)[0], keras.ops.convert_to_numpy(weights)[0]
-        total -= float((log_p[np.arange(len(y)), y] * weights).sum())
-        tokens += int(weights.sum())
-    return total / tokens, tokens
+    """The token-weighted mean loss of all the documents in one pass, with NumPy's log-softmax."""
+    x, y, weights = lm.preprocessor(documents)
+    x = {key: keras.ops.convert_to_numpy(value) for key, value in x.items()}
+    logits = keras.ops.convert_to_numpy(lm(x)).astype("float64")  # (batch, seq, vocabulary)
+    logits -= logits.max(axis=-1, keepdims=True)
+    log_p = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+    y, weights = keras.ops.convert_to_numpy(y), keras.ops.convert_to_numpy(weights)
+    target_log_p = np.take_along_axis(log_p, y[..., None], axis=-1)[..., 0]
+    return -float((target_log_p * weights).sum() / weights.sum()), int(weights.sum())
 
 
 def test_the_loss_is_the_token_weighted_mean_whatever_the_batching(lm):
     expected, tokens = by_hand(lm, DOCUMENTS)
-    for batch_size in (1, 3, 8):  # 3 leaves a last batch of 1 document
+    for batch_size in (2, 5):  # 2 leaves a last batch of 1 document
         result = evaluate_heldout(lm, DOCUMENTS, batch_size=batch_size)
         assert set(result) == {"loss", "perplexity", "tokens"}
         assert result["tokens"] == tokens and isinstance(result["tokens"], int)
         assert result["loss"] == pytest.approx(expected, rel=1e-5)
         assert result["perplexity"] == pytest.approx(math.exp(result["loss"]))
+    # A mean of the batches' means would differ: the check above can tell the two apart.
+    batch_means = [evaluate_heldout(lm, DOCUMENTS[i : i + 2])["loss"] for i in (0, 2, 4)]
+    assert abs(np.mean(batch_means) - expected) > 1e-3
 
 
 def test_evaluation_is_deterministic_and_trains_nothing(lm):
@@ -62,7 +63,7 @@ def test_max_batches_and_sequence_length_choose_what_is_read(lm):
         lm, DOCUMENTS[:4], batch_size=2
     )
     # Every corpus document is longer than 8 tokens: 8 targets each, after the start token.
-    assert evaluate_heldout(lm, DOCUMENTS, sequence_length=8)["tokens"] == 8 * len(DOCUMENTS)
+    assert evaluate_heldout(lm, CORPUS, sequence_length=8)["tokens"] == 8 * len(CORPUS)
     # Bytes, as a tf.data iterator gives them, read the same as strings.
     encoded = [document.encode("utf-8") for document in DOCUMENTS]
     assert evaluate_heldout(lm, encoded) == evaluate_heldout(lm, DOCUMENTS)
