@@ -71,7 +71,7 @@ def tiny_preset(cache, tmp_path_factory):
 
 
 def test_table_matches_kerashub_preset_metadata():
-    assert set(KNOWN_PRESETS) == {"gpt2_tiny", *KERASHUB_PRESETS}
+    assert set(KNOWN_PRESETS) == {"gpt2_tiny", "gpt2_mini", *KERASHUB_PRESETS}
     for preset in KERASHUB_PRESETS:
         architecture = GPT2_ARCHITECTURES[preset]
         metadata = keras_hub.models.GPT2Backbone.presets[preset]["metadata"]
@@ -223,7 +223,7 @@ def test_local_tokenizer_round_trips_text_and_ends_with_end_of_text(cache):
 def test_local_tokenizer_is_trained_once_and_cached(tmp_path, monkeypatch):
     texts = ["Dear Maya, greetings from Velmora.", "The final score was 3 to 1."]
     first, folder = local_gpt2_tokenizer(texts, 300)
-    monkeypatch.setattr(tokenizer, "_train", must_not_be_called)
+    monkeypatch.setattr(tokenizer, "train_bpe", must_not_be_called)
     # The same texts as a dataset find the same cache entry, with no training.
     (tmp_path / "two.txt").write_text("\n\n".join(texts), encoding="utf-8")
     again, same = local_gpt2_tokenizer(load_texts(str(tmp_path / "two.txt")), 300)

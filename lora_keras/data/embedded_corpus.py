@@ -6,11 +6,19 @@ sentences of which a seeded subset is kept, and a closing line, with slots fille
 lists. The families repeat their phrasing, so a small model's loss falls within a few hundred
 steps; the slots and the sentence subsets make every document different. All the text here was
 written for this project.
+
+`embedded_corpus()` is the 600 documents everything here trains on by default. With arguments it
+gives one family or several (`families=("recipe",)`) and more documents of each (`per_family`):
+the documents are drawn in one stream whatever is asked, so a family's first 100 documents are
+always the ones `embedded_corpus()` holds.
 """
 
+import numbers
 import random
 
 NUM_DOCUMENTS = 600
+# The names of `_FAMILIES`, in their order: document i of the stream belongs to family i % 6.
+FAMILIES = ("mishap", "weather", "recipe", "match", "nature", "letter")
 
 _NAMES = [
     "Maya", "Tomas", "Priya", "Olu", "Hana", "Felix", "Ines", "Kwame", "Lena", "Ravi",
@@ -276,7 +284,24 @@ def _document(rng, family):
     return " ".join(sentences).format_map(_slots(rng))
 
 
-def embedded_corpus(seed=0):
+def _check_families(families):
+    if isinstance(families, str):
+        families = (families,)
+    families = tuple(families)
+    if not families:
+        raise ValueError(
+            f"families is empty: name at least one of {', '.join(FAMILIES)}, or pass None for all."
+        )
+    for family in families:
+        if family not in FAMILIES:
+            raise ValueError(
+                f"Unknown family {family!r}. The embedded corpus has the families "
+                f"{', '.join(FAMILIES)}."
+            )
+    return families
+
+
+def embedded_corpus(seed=0, families=None, per_family=None):
     """The package's own English corpus: `NUM_DOCUMENTS` distinct documents, over 200 KB.
 
     The same `seed` gives the same documents in the same order, on any machine: everything is
@@ -284,19 +309,34 @@ def embedded_corpus(seed=0):
 
     Args:
         seed: int. Picks the slot values and sentence subsets.
+        families: `None` for all six, or a family name or a sequence of them, from `FAMILIES`
+            ("mishap", "weather", "recipe", "match", "nature", "letter"): only their documents,
+            in the stream's order.
+        per_family: int. Documents drawn of each family; `None` means 100, so that
+            `embedded_corpus()` is `NUM_DOCUMENTS` documents. More documents extend the same
+            stream: the first 100 of each family do not change.
 
     Example:
     ```python
     texts = lk.embedded_corpus()
     print(len(texts), texts[0][:60])
+    recipes = lk.embedded_corpus(families="recipe", per_family=400)  # 400 recipes
     ```
     """
+    wanted = FAMILIES if families is None else _check_families(families)
+    if per_family is None:
+        per_family = NUM_DOCUMENTS // len(_FAMILIES)
+    if isinstance(per_family, bool) or not isinstance(per_family, numbers.Integral):
+        raise ValueError(f"per_family must be an integer, got {per_family!r}.")
+    if per_family < 1:
+        raise ValueError(f"per_family must be at least 1 document, got {per_family}.")
     rng = random.Random(seed)
     documents, seen = [], set()
-    while len(documents) < NUM_DOCUMENTS:
+    while len(documents) < per_family * len(_FAMILIES):
         document = _document(rng, _FAMILIES[len(documents) % len(_FAMILIES)])
         # Slots make a repeat very unlikely; drawing again keeps the documents distinct anyway.
         if document not in seen:
             seen.add(document)
             documents.append(document)
-    return documents
+    keep = {FAMILIES.index(family) for family in wanted}
+    return [document for i, document in enumerate(documents) if i % len(FAMILIES) in keep]

@@ -7,7 +7,13 @@ import keras_hub
 
 from lora_keras import network
 from lora_keras.data.embedded_corpus import embedded_corpus
-from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
+from lora_keras.models import shipped_preset
+from lora_keras.models.architectures import (
+    BUILTIN_PRESETS,
+    GPT2_ARCHITECTURES,
+    KNOWN_PRESETS,
+    SHIPPED_PRESETS,
+)
 from lora_keras.models.preset_cache import cached_preset_folder
 from lora_keras.models.tokenizer import local_gpt2_tokenizer
 
@@ -43,7 +49,8 @@ def _download(preset, sequence_length, dtype):
     if preset in BUILTIN_PRESETS:
         raise ValueError(
             f"{preset!r} is this package's own architecture and has no pretrained weights. "
-            f"Use load_gpt2({preset!r}, weights='random')."
+            f"Use load_gpt2({preset!r}, weights='random'), or 'gpt2_mini', which the package "
+            "ships pretrained."
         )
     cached = cached_preset_folder(preset)
     if cached is not None:
@@ -60,6 +67,24 @@ def _download(preset, sequence_length, dtype):
     lm = keras_hub.models.GPT2CausalLM.from_preset(preset, dtype=dtype)
     lm.preprocessor.sequence_length = sequence_length
     return lm, f"{preset} pretrained BPE from KerasHub"
+
+
+def _build_shipped(preset, weights, sequence_length, dtype):
+    # The package's own files: the same tokenizer for both weights, and no network.
+    architecture = GPT2_ARCHITECTURES[preset]
+    tokenizer = shipped_preset.shipped_tokenizer(preset)
+    preprocessor = keras_hub.models.GPT2CausalLMPreprocessor(
+        tokenizer=tokenizer, sequence_length=sequence_length
+    )
+    backbone = keras_hub.models.GPT2Backbone(**architecture, dtype=dtype)
+    if weights == "pretrained":
+        backbone.load_weights(shipped_preset.shipped_folder(preset) / shipped_preset.WEIGHTS_FILE)
+    lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=preprocessor)
+    description = (
+        f"byte-level BPE shipped with {preset}, {tokenizer.vocabulary_size():,} tokens (model "
+        f"vocabulary {architecture['vocabulary_size']:,}), trained on its pretraining documents"
+    )
+    return lm, description
 
 
 def _build_random(preset, sequence_length, tokenizer_texts, dtype):
@@ -88,22 +113,24 @@ def load_gpt2(preset, weights="pretrained", sequence_length=128, tokenizer_texts
     tutorial. `lm.provenance` is a dict saying where the model came from, for reports:
     `preset`, `weights` ("pretrained" or "random"), `tokenizer` (in words) and `source`:
     "kerashub" (a KerasHub preset, downloaded or built from its shape), "local_folder" or
-    "builtin" (`gpt2_tiny`, ours).
+    "builtin" (`gpt2_tiny` and `gpt2_mini`, ours).
 
     Args:
         preset: a KerasHub GPT-2 preset (`gpt2_base_en`, `gpt2_medium_en`, `gpt2_large_en`,
-            `gpt2_extra_large_en`), `gpt2_tiny`, or a folder (str or path) written by
-            `lm.save_to_preset`.
+            `gpt2_extra_large_en`), `gpt2_tiny`, `gpt2_mini`, or a folder (str or path)
+            written by `lm.save_to_preset`.
         weights: "pretrained" downloads the KerasHub preset, or loads it with no network when
-            kagglehub's cache already holds it (for a folder: the weights saved in it).
+            kagglehub's cache already holds it (for a folder: the weights saved in it; for
+            `gpt2_mini`: the weights the package ships, with no network).
             Otherwise it first checks that the download host answers, and raises
             `ConnectionError` within seconds when it does not. "random" builds the preset's exact
             architecture (from `GPT2_ARCHITECTURES`) with no download, so its time and memory
             are the real model's, with a byte-level BPE trained locally and cached on disk (a
-            folder keeps its own tokenizer).
+            folder and `gpt2_mini` keep their own tokenizer).
         sequence_length: int. Tokens per training sequence, at most the model's positions.
         tokenizer_texts: what the random-weights tokenizer trains on: an iterable of strings or
-            a `tf.data.Dataset` of strings. `None` means the embedded corpus.
+            a `tf.data.Dataset` of strings. `None` means the embedded corpus. Not used by a
+            folder or `gpt2_mini`, which have their own tokenizer.
         dtype: passed to the backbone, e.g. "bfloat16" or "mixed_float16". `None`: Keras's
             default.
 
@@ -127,7 +154,9 @@ def load_gpt2(preset, weights="pretrained", sequence_length=128, tokenizer_texts
         maximum = GPT2_ARCHITECTURES[preset]["max_sequence_length"]
         # Checked before any download or build, so a bad length costs nothing.
         _check_sequence_length(sequence_length, maximum, preset)
-        if weights == "random":
+        if preset in SHIPPED_PRESETS:
+            lm, tokenizer = _build_shipped(preset, weights, sequence_length, dtype)
+        elif weights == "random":
             lm, tokenizer = _build_random(preset, sequence_length, tokenizer_texts, dtype)
         else:
             lm, tokenizer = _download(preset, sequence_length, dtype)

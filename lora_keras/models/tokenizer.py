@@ -34,7 +34,7 @@ def _as_strings(texts):
     return [text.decode("utf-8") if isinstance(text, bytes) else str(text) for text in texts]
 
 
-def _train(texts, vocabulary_size):
+def train_bpe(texts, vocabulary_size):
     """Train a byte-level BPE of at most `vocabulary_size` tokens, `<|endoftext|>` included."""
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -85,7 +85,7 @@ def local_gpt2_tokenizer(texts, vocabulary_size, cache=None):
     folder = Path(cache or cache_dir()) / "tokenizers" / digest.hexdigest()[:16]
     vocabulary_path, merges_path = folder / "vocabulary.json", folder / "merges.txt"
     if not (vocabulary_path.exists() and merges_path.exists()):
-        vocabulary, merges = _train(texts, vocabulary_size)
+        vocabulary, merges = train_bpe(texts, vocabulary_size)
         folder.mkdir(parents=True, exist_ok=True)
         atomic_write_text(merges_path, "".join(f"{merge}\n" for merge in merges))
         atomic_write_text(vocabulary_path, json.dumps(vocabulary, ensure_ascii=False))
