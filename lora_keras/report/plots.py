@@ -17,6 +17,7 @@ from lora_keras.measure.estimate_text import COMPONENT_NOTES
 from lora_keras.measure.units import byte_unit
 from lora_keras.report.expert_loads import expert_loads_figure
 from lora_keras.report.levers_plots import checkpoints_figure, levers_figure
+from lora_keras.report.quality import learn_forget_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
 
 
@@ -249,6 +250,7 @@ _PLOTS = (
         _step_time_figure,
     ),
     ("loss.png", "Training loss per step", _loss_figure),
+    ("learn_forget.png", "What each run learned against what it forgot", learn_forget_figure),
     ("memory_over_steps.png", "Memory after each training step", _memory_over_steps_figure),
     ("sweep.png", "LoRA rank sweep", _sweep_figure),
     ("expert_loads.png", "MixLoRA expert loads per layer", expert_loads_figure),

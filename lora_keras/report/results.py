@@ -60,6 +60,9 @@ _KINDS = {
     "an object of number lists": lambda value: (
         isinstance(value, dict) and all(_numbers(item) for item in value.values())
     ),
+    "an object of objects": lambda value: (
+        isinstance(value, dict) and all(isinstance(item, dict) for item in value.values())
+    ),
     "a list of objects": lambda value: (
         isinstance(value, list) and all(isinstance(item, dict) for item in value)
     ),
@@ -90,6 +93,8 @@ RUN_FIELDS = {
     "options": "an object",
     "mixlora": "an object",
     "expert_loads": "an object of number lists",
+    "eval": "an object of objects",
+    "eval_time_s": "a number",
 }
 REQUIRED_RUN_FIELDS = ("mode", "status")
 # The keys a report reads inside a run's objects, wherever the object is recorded.
@@ -103,6 +108,8 @@ NESTED_RUN_FIELDS = {
     ),
     "estimate": ("weights", "gradients", "optimizer_state", "activations", "total"),
 }
+# What each held-out data set of a run's `eval` holds (`lora_keras.report.quality`).
+EVAL_FIELDS = {"before": "a number", "after": "a number", "tokens": "an integer"}
 # Fields a report reads together: where the first is recorded, the second must be too.
 TOGETHER = {"expert_loads": "mixlora", "mixlora": "expert_loads"}
 
@@ -145,6 +152,10 @@ def check_results(results, path):
                     f"{path}: runs[{index}].{field} lacks {', '.join(missing)}: fix it by hand "
                     "or rerun the comparison to rewrite it."
                 )
+        for name, losses in (run.get("eval") or {}).items():
+            for key, kind in EVAL_FIELDS.items():
+                if not _KINDS[kind](losses.get(key)):
+                    refuse(f"runs[{index}].eval.{name}.{key}", kind, losses.get(key))
         for field, other in TOGETHER.items():
             if run.get(field) is not None and run.get(other) is None:
                 raise ValueError(
