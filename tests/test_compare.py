@@ -447,7 +447,10 @@ def test_a_mixlora_only_comparison_does_not_check_the_lora_rank(tmp_path, monkey
     "mixlora, message",
     [
         ({"experts": 4}, r"Unknown mixlora= setting\(s\) \['experts'\]. Known: num_experts,"),
-        ({"num_experts": 0, "top_k": 1}, "mixlora= num_experts must be at least 1, got 0"),
+        (
+            {"num_experts": 0, "top_k": 1},
+            r"mixlora= num_experts must be 1 to 64 \(the MixLoRA paper",
+        ),
         ({"num_experts": 2.5}, "mixlora= num_experts must be an integer, got 2.5"),
         ({"num_experts": 4, "top_k": 5}, r"mixlora= top_k must be 1 to 4 \(num_experts\), got 5"),
         ({"rank": 0}, "mixlora= rank must be 1 to 128 .* feed-forward block.*, got 0"),
