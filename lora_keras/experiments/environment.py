@@ -130,12 +130,12 @@ def describe_host():
     return {"cpu_model": model, "cpu_features": features, "gpus": _nvidia_gpus()}
 
 
-def _cpu():
+def _cpu(cpuinfo="/proc/cpuinfo"):
     """`(model, features)` from /proc/cpuinfo on Linux, `sysctl` on macOS, else the platform."""
     system = platform.system()
     if system == "Linux":
         try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
+            with open(cpuinfo, encoding="utf-8", errors="replace") as file:
                 text = file.read()
         except OSError:
             text = ""

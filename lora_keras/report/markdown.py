@@ -89,7 +89,8 @@ def _measured_on(results):
     if not isinstance(model, str):
         where = f"{device}; " if isinstance(device, str) else ""
         return f"Measured on: {where}the CPU's model and instruction sets were not recorded."
-    cpu = f"CPU {model}"
+    cores = environment.get("cpu_count")
+    cpu = f"CPU {model}" + (f", {cores} cores" if isinstance(cores, int) else "")
     if isinstance(features, list) and all(isinstance(name, str) for name in features):
         has = [said for name, said in _SAID_FEATURES.items() if name in features]
         lacks = [_SAID_FEATURES[name] for name in _ALWAYS_SAID if name not in features]
@@ -99,7 +100,8 @@ def _measured_on(results):
         cpu += f" ({listed or 'none of the instruction sets the levers depend on'})"
     else:
         cpu += " (its instruction sets could not be read)"
-    line = f"Measured on: {device}, {cpu}" if isinstance(device, str) else f"Measured on: {cpu}"
+    on_gpu = isinstance(device, str) and not device.startswith("CPU")
+    line = f"Measured on: {device}, beside {cpu}" if on_gpu else f"Measured on: {cpu}"
     capability = environment.get("gpu_compute_capability")
     if isinstance(capability, str):
         line += f", GPU compute capability {capability}"
