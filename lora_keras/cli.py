@@ -153,14 +153,23 @@ def _finish(results):
 
 
 def _report(args):
+    from lora_keras.report.results import UNFINISHED, load_results, run_label, unfinished_runs
+
+    # Checked before the drawing libraries load, so that a bad folder is refused at once.
+    results = load_results(args.folder)
     from lora_keras.report import write_report
-    from lora_keras.report.results import load_results, unfinished_runs
 
     print(write_report(args.folder))
-    unfinished = unfinished_runs(load_results(args.folder))
+    unfinished = unfinished_runs(results)
     if unfinished:
         missing = ", ".join(f"{label} ({status})" for label, status in unfinished)
         print(f"lora-keras: warning: incomplete comparison, missing: {missing}", file=sys.stderr)
+    runs = results["runs"]
+    failed = [run for run in runs if run["status"] not in ("ok", *UNFINISHED)]
+    if failed:
+        said = ", ".join(f"{run_label(run)} ({run['status']})" for run in failed)
+        print(f"lora-keras: {len(failed)} of {len(runs)} runs failed: {said}", file=sys.stderr)
+        return EXIT_RUN_FAILED
     return EXIT_OK
 
 
@@ -232,9 +241,11 @@ def main(argv=None):
         return EXIT_BAD_INPUT
     except OSError as error:
         # What the disk says (full, read-only) while the results or the report were written.
-        from lora_keras.report.write_report import ReportIncomplete  # here: it imports Keras
+        from lora_keras.experiments.runner import ResultsNotSaved
+        from lora_keras.report.write_report import ReportIncomplete
 
-        said = "" if isinstance(error, ReportIncomplete) else "could not write the results: "
+        whole = isinstance(error, (ReportIncomplete, ResultsNotSaved))
+        said = "" if whole else "could not write the results: "
         print(f"lora-keras: error: {said}{error}", file=sys.stderr)
         return EXIT_REPORT_INCOMPLETE
 

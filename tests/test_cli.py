@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -126,6 +127,30 @@ BAD_ARGUMENTS = [
     (["--modes", "full,full"], {"modes": ("full", "full")}, "modes (--modes) repeats full"),
     (["--modes", "lora,dora9"], {"modes": ("lora", "dora9")}, "Unknown mode(s) ['dora9']"),
     (["--preset", "gpt2_bsae"], {"preset": "gpt2_bsae"}, "Unknown preset (--preset) 'gpt2_bsae'"),
+    (
+        ["--seed", "4294967296"],
+        {"seed": 2**32},
+        "seed (--seed) must be at most 4294967295 (Keras seeds NumPy, whose seeds are 32-bit)",
+    ),
+    (["--seed", "-1"], {"seed": -1}, "seed (--seed) must be at least 0, got -1"),
+    # Refused even where no mode trains at it.
+    (["--rank", "0", "--modes", "full"], {"rank": 0, "modes": ("full",)}, "rank (--rank) must"),
+    (["--rank", "-2", "--modes", "mixlora"], {"rank": -2, "modes": ("mixlora",)}, "at least 1"),
+    (
+        ["--modes", ""],
+        {"modes": ()},
+        "modes (--modes) names no mode: give at least one, comma-separated, among: full, lora",
+    ),
+    (
+        ["--targets", "query,vaule"],
+        {"targets": ("query", "vaule")},
+        "targets (--targets): Unknown LoRA target(s) ['vaule']. Valid targets: query",
+    ),
+    (
+        ["--data", "missing.txt"],
+        {"data": "missing.txt"},
+        "data (--data): No such file or folder: 'missing.txt'",
+    ),
 ]
 
 
@@ -148,7 +173,7 @@ def test_bad_arguments_are_refused_at_once_naming_the_flag(
     if kwargs != {"rank": True}:  # argparse refuses a non-integer --rank itself
         assert cli.main(["compare", *TINY, *flags]) == cli.EXIT_BAD_INPUT
         assert message in capsys.readouterr().err
-    with pytest.raises(ValueError) as error:
+    with pytest.raises((ValueError, FileNotFoundError)) as error:
         _tiny_compare(tmp_path, **kwargs)
     assert message in str(error.value)
     assert os.listdir(tmp_path) == [], "no folder is left behind by a refused comparison"
@@ -262,3 +287,136 @@ def test_ctrl_c_before_any_run_is_an_interruption_not_a_traceback(capsys, monkey
     monkeypatch.setattr(cli, "_run", interrupt)
     assert cli.main(["compare", *TINY]) == cli.EXIT_INTERRUPTED
     assert "interrupted by SIGINT before any run started" in capsys.readouterr().err
+
+
+def preset_folder(folder, config=None, omit=(), class_name="GPT2Backbone", text=None):
+    """A folder laid out as `save_to_preset` writes one (files' contents faked), `omit` left out."""
+    from lora_keras.experiments.checks import PRESET_FILES, PRESET_WEIGHTS_FILE
+    from lora_keras.models import GPT2_ARCHITECTURES
+
+    config = dict(GPT2_ARCHITECTURES["gpt2_tiny"]) if config is None else config
+    for name in (*PRESET_FILES, PRESET_WEIGHTS_FILE):
+        if name not in omit:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            (folder / name).write_text("{}")
+    if "config.json" not in omit:
+        saved = json.dumps({"class_name": class_name, "config": config})
+        (folder / "config.json").write_text(saved if text is None else text)
+    return folder
+
+
+def _without(field):
+    from lora_keras.models import GPT2_ARCHITECTURES
+
+    return {k: v for k, v in GPT2_ARCHITECTURES["gpt2_tiny"].items() if k != field}
+
+
+@pytest.mark.parametrize(
+    "layout, weights, message",
+    [
+        (
+            {
+                "omit": (
+                    "config.json",
+                    "tokenizer.json",
+                    "assets/tokenizer/vocabulary.json",
+                    "assets/tokenizer/merges.txt",
+                    "model.weights.h5",
+                )
+            },
+            "random",
+            "is not a GPT-2 preset folder: it lacks config.json, tokenizer.json, "
+            "assets/tokenizer/vocabulary.json, assets/tokenizer/merges.txt. Give a folder written "
+            "by `lm.save_to_preset(folder)`",
+        ),
+        (
+            {"config": _without("max_sequence_length")},
+            "random",
+            "its config.json's config lacks max_sequence_length",
+        ),
+        (
+            {"config": dict(_without("num_heads"), num_heads="4")},
+            "random",
+            "its config.json's config has num_heads='4', not a positive integer",
+        ),
+        ({"text": "{not json"}, "random", "its config.json is not valid JSON"),
+        (
+            {"class_name": "BertBackbone"},
+            "random",
+            "its config.json describes a 'BertBackbone', not a GPT2Backbone",
+        ),
+        (
+            {"omit": ("model.weights.h5",)},
+            "pretrained",
+            "it lacks model.weights.h5 (weights='random', --weights random, needs no weights file)",
+        ),
+    ],
+)
+def test_a_bad_preset_folder_is_refused_before_anything_is_made(
+    tmp_path, capsys, monkeypatch, layout, weights, message
+):
+    folder = tmp_path / "preset"
+    folder.mkdir()
+    preset_folder(folder, **layout)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = ["compare", "--preset", str(folder), "--weights", weights, "--steps", "2"]
+    assert cli.main(argv) == cli.EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+    with pytest.raises(ValueError, match=re.escape(message)):
+        lk.RunSpec(preset=str(folder), weights=weights)
+    assert os.listdir(work) == []
+
+
+def test_a_complete_preset_folder_passes_the_checks(tmp_path):
+    folder = preset_folder(tmp_path)
+    spec = lk.RunSpec(preset=str(folder), weights=None, sequence_length=512)
+    assert spec.preset == str(folder)
+    preset_folder(tmp_path, omit=())  # no weights needed for random ones:
+    (tmp_path / "model.weights.h5").unlink()
+    lk.RunSpec(preset=str(folder), weights="random")
+
+
+# Refusals that need no runtime: each answers before TensorFlow is imported.
+FAST_REFUSALS = [
+    (["compare", *TINY, "--out", "{existing}"], "already exists. Choose a new --out folder"),
+    (["compare", *TINY, "--out", "{file}"], "a file of that name exists. Choose a new --out"),
+    (["report", "{existing}"], "results.json not found: run `lora-keras compare`"),
+    (["report", "{missing}"], "results.json not found"),
+    (["report", "{truncated}"], "results.json is not valid JSON"),
+]
+
+
+@pytest.mark.parametrize("argv, message", FAST_REFUSALS)
+def test_refusals_answer_before_tensorflow_starts(tmp_path, argv, message):
+    (tmp_path / "existing").mkdir()
+    (tmp_path / "file").write_text("")
+    (tmp_path / "truncated").mkdir()
+    (tmp_path / "truncated" / "results.json").write_text('{"schema_version": 1, "runs": [')
+    paths = {name: str(tmp_path / name) for name in ("existing", "file", "missing", "truncated")}
+    argv = [argument.format(**paths) for argument in argv]
+    code = (
+        "import sys\n"
+        "from lora_keras import cli\n"
+        f"code = cli.main({argv!r})\n"
+        "heavy = [m for m in ('tensorflow', 'keras', 'keras_hub') if m in sys.modules]\n"
+        "print('RESULT', code, heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.rsplit("RESULT ", 1)[1].strip() == f"{cli.EXIT_BAD_INPUT} []", out.stderr
+    assert message in out.stderr
+
+
+def test_a_report_whose_runs_all_failed_exits_1(tmp_path, capsys):
+    runs = [
+        {"mode": "lora", "rank": 2, "status": "failed", "error": "ValueError: bad"},
+        {"mode": "full", "status": "oom", "error": "ResourceExhaustedError"},
+    ]
+    results = {"schema_version": 1, "environment": {}, "config": {}, "runs": runs}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert cli.main(["report", str(tmp_path)]) == cli.EXIT_RUN_FAILED
+    assert "lora-keras: 2 of 2 runs failed: lora r=2 (failed), full (oom)" in (
+        capsys.readouterr().err
+    )
+    assert (tmp_path / "report.md").exists()

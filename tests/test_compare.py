@@ -447,7 +447,10 @@ def test_a_mixlora_only_comparison_does_not_check_the_lora_rank(tmp_path, monkey
     "mixlora, message",
     [
         ({"experts": 4}, r"Unknown mixlora= setting\(s\) \['experts'\]. Known: num_experts,"),
-        ({"num_experts": 0, "top_k": 1}, "mixlora= num_experts must be at least 1, got 0"),
+        (
+            {"num_experts": 0, "top_k": 1},
+            r"mixlora= num_experts must be 1 to 64 \(the MixLoRA paper",
+        ),
         ({"num_experts": 2.5}, "mixlora= num_experts must be an integer, got 2.5"),
         ({"num_experts": 4, "top_k": 5}, r"mixlora= top_k must be 1 to 4 \(num_experts\), got 5"),
         ({"rank": 0}, "mixlora= rank must be 1 to 128 .* feed-forward block.*, got 0"),
@@ -487,3 +490,66 @@ def test_the_environment_names_the_commit_that_measured(monkeypatch):
     refused = subprocess.CompletedProcess([], 128, stdout="", stderr="not a git repository")
     monkeypatch.setattr(environment.subprocess, "run", lambda *args, **kwargs: refused)
     assert environment._source_commit() is None
+
+
+def test_mixlora_alone_says_its_own_rank_applies(tmp_path, monkeypatch, capsys):
+    out = str(tmp_path / "x")
+    runs, config = planned_specs(monkeypatch, modes=("mixlora",), rank=16, out=out)
+    assert [run.rank for run in runs] == [8]
+    assert config["rank"] is None and config["mixlora"]["rank"] == 8
+    assert (
+        "note: rank (--rank) 16 is the rank of the LoRA-family modes; mixlora trains experts of "
+        "MixLoRA's own rank, 8 (set by compare(mixlora={'rank': ...})), so results.json's "
+        "config records rank null." in capsys.readouterr().out
+    )
+
+
+def test_a_full_disk_names_the_folder_and_marks_the_run_failed(tmp_path, monkeypatch, capsys):
+    import errno
+
+    runner = importlib.import_module("lora_keras.experiments.runner")
+    compare_module = importlib.import_module("lora_keras.experiments.compare")
+    monkeypatch.setattr(compare_module, "warm_tokenizer_cache", lambda *a: None)
+    finished = {"status": "ok", "step_time_s": 0.1, "loss": [3.0, 2.0]}
+    monkeypatch.setattr(
+        runner, "run_isolated", lambda spec, run, folder, **kw: {**run.to_json(), **finished}
+    )
+    written = runner.atomic_write_json
+
+    def full_disk(path, results):
+        # The finished run's record no longer fits; the smaller failed entry still does.
+        if any(run.get("step_time_s") for run in results["runs"]):
+            raise OSError(errno.ENOSPC, "No space left on device", path + ".tmp")
+        written(path, results)
+
+    monkeypatch.setattr(runner, "atomic_write_json", full_disk)
+    out = tmp_path / "out"
+    argv = ["compare", "--preset", "gpt2_tiny", "--weights", "random", "--modes", "lora"]
+    assert cli.main([*argv, "--steps", "2", "--out", str(out)]) == cli.EXIT_REPORT_INCOMPLETE
+    error = capsys.readouterr().err
+    assert (
+        f"lora-keras: error: could not write {out}/results.json: No space left on device. The "
+        f"disk holding {out} is full or read-only" in error
+    )
+    [run] = json.loads((out / "results.json").read_text())["runs"]
+    assert run["status"] == "failed"
+    assert run["error"].startswith(f"its results could not be saved: could not write {out}")
+
+
+def test_the_start_up_notices_of_tensorflow_in_this_process_are_dropped(capfd, monkeypatch):
+    from lora_keras.experiments.quiet_logs import quiet_startup
+
+    monkeypatch.delitem(sys.modules, "tensorflow")  # as in a process where it is yet to start
+
+    notices = (
+        b"WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        b"I0000 00:00:1796421192.005511   18743 cudart_stub.cc:31] Could not find cuda drivers\n"
+        b"E0000 00:00:1.0  1 cuda_executor.cc:1] failed call to cuInit: UNKNOWN ERROR (303)\n"
+        b"W0000 00:00:1.0  1 real.cc:1] a real warning\n"
+    )
+    with quiet_startup():
+        os.write(2, notices)
+    assert capfd.readouterr().err == "W0000 00:00:1.0  1 real.cc:1] a real warning\n"
+    with quiet_startup(enabled=False):  # --verbose: all of it
+        os.write(2, notices)
+    assert capfd.readouterr().err == notices.decode()

@@ -151,3 +151,76 @@ def test_two_comparisons_at_once_into_the_default_folder_keep_their_own_runs(tmp
         assert f"| lora r={run['rank']} | ok |" in report and f"lora r={other}" not in report
         assert sorted(os.listdir(out / "runs")) == ["lora.json", "lora.log", "lora.spec.json"]
     assert ranks == {2, 8}
+
+
+STARTUP_NOISE = ("cudart_stub", "cpu_feature_guard", "failed call to cuInit", "absl::Initialize")
+
+
+@pytest.mark.large
+def test_nohup_keeps_sighup_ignored_and_a_second_sigterm_waits_for_the_report(tmp_path):
+    # As `nohup` starts it: SIGHUP ignored, which the comparison must leave ignored.
+    command = [sys.executable, "-m", "lora_keras.cli", "compare", *TINY, "--modes", "lora,full"]
+    parent = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    [out] = run_folder(tmp_path)
+    wait_for(
+        lambda: (
+            (out / "results.json").exists()
+            and [run["status"] for run in results_of(out)["runs"]] == ["ok", "running"]
+        ),
+        timeout=300,
+        what="the first run to finish",
+    )
+    child = child_of_run(str(out), "full")
+    parent.send_signal(signal.SIGHUP)
+    time.sleep(1.0)
+    assert parent.poll() is None and child.is_running(), "SIGHUP stopped a nohup comparison"
+    # Two SIGTERMs 0.3 s apart: the second comes while results.json and report.md are written.
+    parent.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    parent.send_signal(signal.SIGTERM)
+    stdout, stderr = parent.communicate(timeout=120)
+    assert parent.returncode == cli.EXIT_INTERRUPTED, stderr
+    assert "interrupted by SIGTERM" in stderr and "Traceback" not in stderr
+    lora, full = results_of(out)["runs"]
+    assert (lora["status"], full["status"]) == ("ok", "interrupted")
+    report = (out / "report.md").read_text()
+    assert "**Incomplete: this comparison was interrupted by SIGTERM" in report
+    assert "Measured on: CPU " in report  # the CPU that measured, named
+    plots = [line.split("](")[1].rstrip(")") for line in report.splitlines() if "](" in line]
+    assert plots and all((out / plot).exists() for plot in plots), plots
+    # The first screen: none of TensorFlow's start-up notices (the parent never starts it).
+    for noise in STARTUP_NOISE:
+        assert noise not in stdout + stderr, noise
+
+
+def test_an_ignored_signal_stays_ignored_and_a_second_one_is_held():
+    from lora_keras.experiments.signals import Interrupted, stop_on_signals
+
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with stop_on_signals() as stopping:
+            assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+            assert "SIGHUP" not in stopping.watched
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+            with pytest.raises(Interrupted, match="SIGTERM"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+            os.kill(os.getpid(), signal.SIGINT)  # while stopping: noted, not raised
+            time.sleep(0.1)
+            assert stopping.caught == "SIGTERM"
+        with stop_on_signals() as stopping:
+            stopping.hold()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)
+        assert stopping.caught == "SIGTERM"
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -373,3 +373,29 @@ def test_any_field_removed_by_hand_is_drawn_without_it_or_named(
     except ValueError as error:  # never a KeyError or TypeError traceback
         assert "results.json" in str(error) and f"runs[{index}]" in str(error)
         assert not (tmp_path / "report.md").exists()
+
+
+def test_every_report_names_the_cpu_and_its_instruction_sets(tmp_path):
+    from lora_keras.report.markdown import render_markdown
+
+    measured = dict(COMPARE, warnings=["warning: --mixed-precision bfloat16 on this CPU (...)"])
+    measured["environment"] = dict(
+        ENVIRONMENT, cpu_model="AMD EPYC 7B13", cpu_features=["avx2", "fma"], gpus=[]
+    )
+    text = render_markdown(measured, [])
+    assert (
+        "Measured on: CPU AMD EPYC 7B13, 2 cores (AVX2, FMA, no AVX-512, no AVX512_BF16, "
+        "no AMX-BF16)." in text
+    )
+    assert "**warning: --mixed-precision bfloat16 on this CPU (...)**" in text
+    on_gpu = dict(measured["environment"], device="GPU: NVIDIA H200 (x1)")
+    on_gpu.update(gpu_compute_capability="9.0", cpu_features=["avx2", "avx512f", "amx_bf16"])
+    text = render_markdown(dict(measured, environment=on_gpu), [])
+    assert (
+        "Measured on: GPU: NVIDIA H200 (x1), beside CPU AMD EPYC 7B13, 2 cores (AVX2, AVX-512, "
+        "AMX-BF16, no AVX512_BF16), GPU compute capability 9.0." in text
+    )
+    # A results.json of 0.1.0 did not record them: the report says so.
+    assert "Measured on: CPU (x86_64, 2 cores); the CPU's model and instruction sets were not " in (
+        render_markdown(COMPARE, [])
+    )

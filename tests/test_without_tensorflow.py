@@ -236,13 +236,15 @@ def test_a_jax_comparison_runs_where_tensorflow_cannot_be_imported(tmp_path):
     # gpt2_tiny: 4 blocks x 2 targets x (128*2 + 2*128) at rank 2, as on TensorFlow.
     assert lora["trainable_params"] == 4 * 2 * (128 * 2 + 2 * 128)
     assert (out / "report.md").exists() and list(out.glob("*.png"))
-    # One line a process: the command and its two runs; each was refused TensorFlow and holds none.
+    # One line a process: the command, the one that trains the tokenizer, and the two runs; each
+    # was refused TensorFlow and holds none.
     processes = [json.loads(line) for line in log.read_text().splitlines()]
-    assert len(processes) == 3
+    assert len(processes) == 4
     runs = [process for process in processes if "run_child" in process["argv"][0]]
     assert [process["keras_backend"] for process in runs] == ["jax", "jax"]
-    [command_line] = [process for process in processes if process not in runs]
-    assert command_line["keras_backend"] == "numpy"
+    [tokenizer] = [process for process in processes if "warm_tokenizer" in process["argv"][0]]
+    [command_line] = [process for process in processes if process not in [*runs, tokenizer]]
+    assert command_line["keras_backend"] == tokenizer["keras_backend"] == "numpy"
     for process in processes:
         assert "tensorflow" in process["refused"] and process["held"] == [], process
 

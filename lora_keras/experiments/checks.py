@@ -65,11 +65,15 @@ def check_no_repeats(name, values):
 
 
 def check_modes(modes):
-    unknown = [mode for mode in modes if mode not in MODES]
-    if unknown or not modes:
+    if not modes:
         raise ValueError(
-            f"Unknown mode(s) {unknown or list(modes)} in {flag('modes')}. Known: "
+            f"{flag('modes')} names no mode: give at least one, comma-separated, among: "
             f"{', '.join(MODES)}."
+        )
+    unknown = [mode for mode in modes if mode not in MODES]
+    if unknown:
+        raise ValueError(
+            f"Unknown mode(s) {unknown} in {flag('modes')}. Known: {', '.join(MODES)}."
         )
     check_no_repeats("modes", modes)
 
@@ -87,10 +91,72 @@ def architecture(preset):
     if preset in GPT2_ARCHITECTURES:
         return GPT2_ARCHITECTURES[preset]
     try:
-        with open(os.path.join(preset, "config.json"), encoding="utf-8") as file:
-            return json.load(file)["config"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # the run that loads it says what is wrong, in its own words
+        return check_preset_folder(preset, "random")
+    except ValueError:
+        return None
+
+
+# What loading a preset folder reads: KerasHub's `GPT2CausalLM.from_preset` (the backbone's
+# config, the tokenizer's, its vocabulary and merges, and the weights unless they are random)
+# and this package (the backbone's shape, from config.json).
+PRESET_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "assets/tokenizer/vocabulary.json",
+    "assets/tokenizer/merges.txt",
+)
+PRESET_WEIGHTS_FILE = "model.weights.h5"
+BACKBONE_FIELDS = (
+    "vocabulary_size",
+    "num_layers",
+    "num_heads",
+    "hidden_dim",
+    "intermediate_dim",
+    "max_sequence_length",
+)
+
+
+def check_preset_folder(folder, weights):
+    """A GPT-2 folder written by `save_to_preset`: the files and fields loading it reads.
+
+    Returns:
+        The backbone's config (`config.json`'s "config"), its `BACKBONE_FIELDS` checked.
+    """
+
+    def refuse(what):
+        raise ValueError(
+            f"{flag('preset')} {folder!r} is not a GPT-2 preset folder: {what}. Give a folder "
+            "written by `lm.save_to_preset(folder)` from a GPT2CausalLM, or a preset name: "
+            f"{', '.join(KNOWN_PRESETS)}."
+        )
+
+    needed = PRESET_FILES + ((PRESET_WEIGHTS_FILE,) if weights != "random" else ())
+    missing = [name for name in needed if not os.path.isfile(os.path.join(folder, name))]
+    if missing:
+        weights_note = " (weights='random', --weights random, needs no weights file)" * (
+            missing == [PRESET_WEIGHTS_FILE]
+        )
+        refuse(f"it lacks {', '.join(missing)}{weights_note}")
+    try:
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as file:
+            saved = json.load(file)
+    except (OSError, UnicodeDecodeError) as error:
+        refuse(f"its config.json cannot be read ({error})")
+    except json.JSONDecodeError as error:
+        refuse(f"its config.json is not valid JSON ({error.msg}, line {error.lineno})")
+    if not isinstance(saved, dict) or not isinstance(saved.get("config"), dict):
+        refuse('its config.json has no "config" object (the backbone\'s settings)')
+    class_name = saved.get("class_name")
+    if not (isinstance(class_name, str) and class_name.endswith("GPT2Backbone")):
+        refuse(f"its config.json describes a {class_name!r}, not a GPT2Backbone")
+    config = saved["config"]
+    for field in BACKBONE_FIELDS:
+        value = config.get(field)
+        if field not in config:
+            refuse(f"its config.json's config lacks {field}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            refuse(f"its config.json's config has {field}={value!r}, not a positive integer")
+    return config
 
 
 def smallest_projection(shape, targets):
@@ -107,6 +173,8 @@ def check_preset_and_weights(preset, weights):
         )
     if weights not in (None, "pretrained", "random"):
         raise ValueError(f"{flag('weights')} must be 'pretrained' or 'random', got {weights!r}.")
+    if os.path.isdir(preset):
+        check_preset_folder(preset, weights)  # None: a folder's own weights
     if weights == "pretrained" and preset in BUILTIN_PRESETS:
         raise ValueError(
             f"{flag('weights')} 'pretrained': {preset!r} is this package's own architecture "
@@ -139,7 +207,12 @@ def check_data(data, text_field, steps, batch_size):
     if data == "reddit_tifu":
         check_reddit_tifu_available()
         return None  # 79,740 documents: more than any sensible number of steps needs
-    documents = len(read_documents(os.fspath(data), text_field))
+    try:
+        documents = len(read_documents(os.fspath(data), text_field))
+    except (ValueError, FileNotFoundError) as error:
+        if "--data" in str(error):
+            raise
+        raise type(error)(f"{flag('data')}: {error}") from error
     if steps * batch_size > documents:
         raise ValueError(
             f"{flag('steps')} {steps} at {flag('batch_size')} {batch_size} needs "

@@ -11,11 +11,14 @@ import dataclasses
 import importlib.util
 import inspect
 import os
+import subprocess
 import sys
 
 from lora_keras.experiments.checks import check_preset_and_weights, check_weights_reachable
-from lora_keras.experiments.quiet_logs import StartupNoiseFilter
-from lora_keras.experiments.results_folder import new_results_folder
+from lora_keras.experiments.environment import describe_host
+from lora_keras.experiments.native_precision import half_precision_warnings
+from lora_keras.experiments.quiet_logs import StartupNoiseFilter, quiet_startup
+from lora_keras.experiments.results_folder import check_new_folder, new_results_folder
 from lora_keras.experiments.run_spec import arguments, spec_with
 from lora_keras.experiments.runner import run_specs, say
 from lora_keras.experiments.signals import Interrupted, stop_on_signals
@@ -26,7 +29,6 @@ __all__ = ["Interrupted", "choose_weights", "compare", "run_experiment"]
 def choose_weights(preset, weights):
     """`weights`, or for `None`: pretrained when the download host answers, else random."""
     from lora_keras.models import architectures, pretrained_reachable
-    from lora_keras.models.preset_cache import cached_preset_folder
 
     check_preset_and_weights(preset, weights)
     check_weights_reachable(preset, weights)
@@ -36,6 +38,8 @@ def choose_weights(preset, weights):
         return "random", f"{preset} has no pretrained weights"
     if os.path.isdir(preset):
         return "pretrained", "a local preset folder carries its weights"
+    from lora_keras.models.preset_cache import cached_preset_folder  # starts KerasHub
+
     if cached_preset_folder(preset):
         return "pretrained", "kagglehub's cache already holds the preset"
     if pretrained_reachable():
@@ -76,14 +80,53 @@ def keep_this_process_off_the_gpu():
             return
 
 
-def warm_tokenizer_cache(preset, weights, data, text_field="text"):
+def warm_tokenizer_cache(preset, weights, data, text_field="text", echo=True):
     """Trains the tokenizer of a random-weights run here, once, so no measured run pays for it.
 
     Every run would otherwise find it cached but the first, whose time and (on a CPU,
-    unresettable) peak memory would include training it.
+    unresettable) peak memory would include training it. Unless KerasHub already runs in this
+    process (a notebook), it is trained in a process of its own, so that this one never starts
+    TensorFlow; `echo` says what of that process's output to show, as `run_isolated`'s.
+
+    Raises:
+        RuntimeError: the tokenizer could not be trained (the error of the process that tried).
     """
     if weights != "random" or os.path.isdir(preset):
         return
+    if "keras_hub" in sys.modules:
+        train_tokenizer(preset, data, text_field)
+        return
+    from lora_keras.experiments.isolated_run import _error_text
+
+    command = [sys.executable, "-m", "lora_keras.experiments.warm_tokenizer"]
+    process = subprocess.Popen(
+        [*command, preset, os.fspath(data), text_field],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1", TF_CPP_MIN_LOG_LEVEL="2"),
+        start_new_session=True,  # Ctrl-C reaches this process, which ends it (below)
+    )
+    try:
+        output, _ = process.communicate()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    show = (lambda chunk: chunk) if echo is True else echo
+    if show:
+        shown = show(output) + (show.flush() if hasattr(show, "flush") else b"")
+        sys.stdout.write(shown.decode("utf-8", errors="replace"))
+        sys.stdout.flush()
+    if process.returncode != 0:
+        tail = output[-3000:].decode("utf-8", errors="replace")
+        raise RuntimeError(
+            "Could not train the tokenizer of the random-weights model: "
+            + _error_text(process.returncode, tail)
+        )
+
+
+def train_tokenizer(preset, data, text_field):
+    """Trains (or finds cached) the local tokenizer a random-weights `preset` run on `data` uses."""
     from lora_keras.data import load_texts
     from lora_keras.models import GPT2_ARCHITECTURES
     from lora_keras.models.tokenizer import local_gpt2_tokenizer
@@ -161,21 +204,24 @@ def run_experiment(spec, runs=None, out=None, verbose=True):
         out, verbose: as in `compare`.
     """
     keras_off_tensorflow()
-    # Checked here, before any folder or process exists, not in each child after its build.
-    spec.check_available()
-    runs = spec.runs() if runs is None else runs
-    weights, why = choose_weights(spec.preset, spec.weights)
-    say(f"weights: {weights} ({why})")
-    out = new_results_folder(out, spec.kind)
-    keep_this_process_off_the_gpu()
-    try:
-        with stop_on_signals():
-            warm_tokenizer_cache(spec.preset, weights, spec.data, spec.text_field)
-    except BaseException:
-        os.rmdir(out)  # still empty: a failed start leaves no folder behind
-        raise
-    spec = dataclasses.replace(spec, weights=weights)
     echo = {0: False, 1: StartupNoiseFilter()}.get(int(verbose), True)
-    results = run_specs(spec, runs, out, echo=echo)
+    # Checked here, before any folder or process exists, not in each child after its build;
+    # the folder first: that refusal needs nothing else.
+    check_new_folder(out)
+    runs = spec.runs() if runs is None else runs
+    # KerasHub (and with it TensorFlow) starts here only to find a downloaded preset.
+    with quiet_startup(enabled=int(verbose) < 2):
+        spec.check_available()
+        weights, why = choose_weights(spec.preset, spec.weights)
+    say(f"weights: {weights} ({why})")
+    warnings = half_precision_warnings(runs, describe_host())
+    for line in spec.notes() + warnings:
+        say(line)
+    keep_this_process_off_the_gpu()
+    with stop_on_signals():
+        warm_tokenizer_cache(spec.preset, weights, spec.data, spec.text_field, echo)
+    out = new_results_folder(out, spec.kind)
+    spec = dataclasses.replace(spec, weights=weights)
+    results = run_specs(spec, runs, out, echo=echo, warnings=warnings)
     results["folder"] = out
     return results

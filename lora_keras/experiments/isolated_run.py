@@ -75,9 +75,16 @@ def _kill(process):
 
 def _relay(stream, log_file, echo):
     """Copies the child's output to the log and, through `echo` (if any), to the screen."""
+    logging = True
     for chunk in iter(lambda: stream.read1(4096), b""):
-        log_file.write(chunk)
-        log_file.flush()
+        if logging:
+            try:
+                log_file.write(chunk)
+                log_file.flush()
+            except OSError:
+                # A full disk: the log stops there, but the child's output is still read, or
+                # the child would wait forever on a full pipe.
+                logging = False
         if echo:
             _show(echo(chunk))
     if echo and hasattr(echo, "flush"):

@@ -6,7 +6,11 @@ INFO lines on oneDNN and CPU features, "failed call to cuInit" on a machine with
 Only those known lines go; every other warning and error is shown.
 """
 
+import contextlib
+import os
 import re
+import sys
+import tempfile
 
 STARTUP_NOISE = re.compile(
     rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
@@ -49,3 +53,40 @@ class StartupNoiseFilter:
         held, self._held = self._held, b""
         self._at_line_start = True  # ready for the next child
         return held
+
+
+@contextlib.contextmanager
+def quiet_startup(enabled=True):
+    """Drops the start-up notices TensorFlow prints to stderr if it starts in this process.
+
+    Its C++ logging writes straight to file descriptor 2, so stderr is caught at that level for
+    the block and what was caught is shown afterwards through `StartupNoiseFilter`: real
+    warnings and errors still appear, after the block. Does nothing when `enabled` is false
+    or TensorFlow already runs here (its notices are behind it).
+    """
+    if not enabled or "tensorflow" in sys.modules:
+        yield
+        return
+    with contextlib.ExitStack() as stack:
+        try:
+            caught = stack.enter_context(tempfile.TemporaryFile())
+        except OSError:  # nowhere to keep it (a full disk): the notices are shown
+            caught = None
+        if caught is None:
+            yield
+            return
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            show = StartupNoiseFilter()
+            kept = show(caught.read()) + show.flush()
+            if kept:
+                sys.stderr.write(kept.decode("utf-8", errors="replace"))
+                sys.stderr.flush()

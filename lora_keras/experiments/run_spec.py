@@ -27,6 +27,10 @@ from lora_keras.models.architectures import KNOWN_PRESETS
 from lora_keras.targets import TARGETS, check_targets
 
 BOTH = ("compare", "sweep")
+# Modes that do not train at `rank`: full fine-tuning has none, MixLoRA its own.
+UNRANKED_MODES = ("full", "mixlora")
+# `keras.utils.set_random_seed` seeds NumPy, which takes seeds below 2**32.
+MAX_SEED = 2**32 - 1
 # The ranks `sweep` trains when none are given.
 SWEEP_RANKS = (1, 2, 4, 8, 16, 64)
 
@@ -195,11 +199,18 @@ class RunSpec:
                 "load-balance loss without a gradient to the router. Measure mixlora without "
                 "remat."
             )
-        targets = check_targets(self.targets)
+        try:
+            targets = check_targets(self.targets)
+        except ValueError as error:
+            raise ValueError(f"{flag('targets')}: {error}") from None
         checks.check_keras_lora_targets(self.modes, targets)
         check_integer("steps", self.steps, 2, why=" (the first is timed apart)")
         check_integer("batch_size", self.batch_size, 1)
-        check_integer("seed", self.seed, 0)
+        check_integer(
+            "seed", self.seed, 0, MAX_SEED, " (Keras seeds NumPy, whose seeds are 32-bit)"
+        )
+        if self.rank is not None:  # refused even where no mode uses it
+            check_integer("rank", self.rank, 1)
         check_positive("alpha", self.alpha)
         check_positive("learning_rate", self.learning_rate)
         check_positive("timeout_s", self.timeout_s, optional=True)
@@ -254,11 +265,25 @@ class RunSpec:
         check_integer("sequence_length", self.sequence_length, 1, maximum, why)
         smallest = checks.smallest_projection(shape, targets)
         why = f" (the smallest size of the {', '.join(targets)} projections of {self.preset})"
-        # Full fine-tuning has no rank and MixLoRA its own: neither uses this one.
-        if set(self.modes) - {"full", "mixlora"}:
+        if self.rank_used():
             name = "ranks" if self.ranks else "rank"
             for rank in self.ranks or [self.rank]:
                 check_integer(name, rank, 1, smallest, why)
+
+    def rank_used(self):
+        """Whether a run trains at `rank` (or `ranks`): full fine-tuning has no rank and
+        MixLoRA its own (`mixlora["rank"]`)."""
+        return bool(set(self.modes) - set(UNRANKED_MODES))
+
+    def notes(self):
+        """What a comparison says before its runs about a setting none of them uses."""
+        if self.kind == "sweep" or self.rank_used() or "mixlora" not in self.modes:
+            return []
+        return [
+            f"note: {flag('rank')} {self.rank} is the rank of the LoRA-family modes; mixlora "
+            f"trains experts of MixLoRA's own rank, {self.mixlora['rank']} (set by "
+            "compare(mixlora={'rank': ...})), so results.json's config records rank null."
+        ]
 
     def check_available(self):
         """Checks what needs the disk or the network: the data gives `steps` batches, and
@@ -307,6 +332,8 @@ class RunSpec:
     def config(self):
         """What results.json records as `config`: the settings its kind records (`_setting`)."""
         data = self.to_json()
+        if not self.rank_used():
+            data["rank"] = None  # no run trains at it (`notes` says so)
         kind = "sweep" if self.kind == "sweep" else "compare"  # a benchmark's, as a comparison
         for field in dataclasses.fields(self):
             if kind not in field.metadata["recorded"]:

@@ -4,13 +4,16 @@ results.json is saved before and after every run, so a comparison that dies says
 lacks, and report.md is drawn from it once the runs end (or are interrupted).
 """
 
+import contextlib
 import datetime
+import errno
 import os
 import time
 
+from lora_keras.experiments.environment import describe_host
 from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.signals import Interrupted, stop_on_signals
-from lora_keras.io_utils import atomic_write_json
+from lora_keras.io_utils import atomic_write_bytes, atomic_write_json
 
 
 def say(message):
@@ -28,50 +31,99 @@ def placeholder(run, status):
     }
 
 
-def run_specs(spec, runs, out, echo=True):
+def run_specs(spec, runs, out, echo=True, warnings=()):
     """Runs each of `runs` (`PlannedRun`s of `spec`) in its own process, into `out`.
 
     A run that fails is recorded with its status and error and the others go on. Every
     planned run is listed from the start ("not started", then "running"), so a comparison
     that dies says which runs it lacks; Ctrl-C, SIGTERM and SIGHUP stop the running child,
-    mark it "interrupted", write the report of what finished and raise `Interrupted`.
+    mark it "interrupted", write the report of what finished and raise `Interrupted`. A run
+    whose record cannot be saved (a full disk) is marked failed, with the reason, if anything
+    can still be written. `warnings` (said before the runs) are kept in results.json.
 
     Returns:
         The results dict also written to `out/results.json`, `spec.config()` as its config.
     """
     from lora_keras.report import write_report
 
-    results = {"schema_version": 1, "created": _now(), "environment": {}}
+    results = {"schema_version": 1, "created": _now(), "environment": describe_host()}
     results["config"] = spec.config()
+    if warnings:
+        results["warnings"] = list(warnings)
     results["runs"] = [placeholder(run, "not started") for run in runs]
     results_path = os.path.join(out, "results.json")
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-    atomic_write_json(results_path, results)
-    try:
-        with stop_on_signals():
+    save_results(results_path, results)
+    with stop_on_signals() as stopping:
+        try:
             for index, run in enumerate(runs):
                 _run_one(results, index, spec, run, out, echo)
-                atomic_write_json(results_path, results)
-    except KeyboardInterrupt as error:
-        signal_name = getattr(error, "signal_name", "SIGINT")
-        results["interrupted"] = {"signal": signal_name, "at": _now()}
-        atomic_write_json(results_path, results)
-        # Written before anything is printed: after SIGHUP the terminal may be gone.
+        except KeyboardInterrupt as error:
+            # Signals from here on wait (`stop_on_signals`): the report gets written whole.
+            signal_name = getattr(error, "signal_name", "SIGINT")
+            results["interrupted"] = {"signal": signal_name, "at": _now()}
+            save_results(results_path, results)
+            # Written before anything is printed: after SIGHUP the terminal may be gone.
+            write_report(out)
+            say(f"\ninterrupted by {signal_name}: {out}/report.md holds the runs that finished")
+            raise Interrupted(signal_name, out) from error
+        stopping.hold()  # every run finished: a signal now waits for the report
         write_report(out)
-        say(f"\ninterrupted by {signal_name}: {out}/report.md holds the runs that finished")
-        raise Interrupted(signal_name, out) from error
-    write_report(out)
+    if stopping.caught:
+        raise Interrupted(stopping.caught, out)
     return results
+
+
+def save_results(path, results):
+    """Writes results.json whole; a full disk is said with the folder it could not write in.
+
+    results.json is rewritten whole each time, so the file it replaces is room enough for it:
+    on a full disk that file is removed first and written again (if even that fails, the
+    previous results.json is put back, and failing that it is absent: whole or absent).
+    """
+    try:
+        atomic_write_json(path, results)
+        return
+    except OSError as error:
+        if error.errno != errno.ENOSPC or not os.path.isfile(path):
+            raise ResultsNotSaved(path, error) from error
+        first = error
+    with open(path, "rb") as file:
+        previous = file.read()
+    os.remove(path)
+    try:
+        atomic_write_json(path, results)
+    except OSError:
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(path, previous)
+        raise ResultsNotSaved(path, first) from first
+
+
+class ResultsNotSaved(OSError):
+    """results.json could not be written (a full or read-only disk): says where, and what to do."""
+
+    def __init__(self, path, error):
+        folder = os.path.dirname(path) or "."
+        super().__init__(
+            error.errno,
+            f"could not write {path}: {error.strerror or error}. The disk holding {folder} is "
+            f"full or read-only; results.json there holds the last state that could be saved. "
+            f"Free some space, then `lora-keras report {folder}` draws what it holds.",
+        )
+
+    def __str__(self):
+        return self.strerror
 
 
 def _run_one(results, index, spec, run, out, echo):
     count = len(results["runs"])
+    results_path = os.path.join(out, "results.json")
     say(
         f"\n[{index + 1}/{count}] {run.name}: {spec.steps} steps, "
         f"batch {spec.batch_size} x {spec.sequence_length} tokens"
     )
     results["runs"][index] = placeholder(run, "running")
-    atomic_write_json(os.path.join(out, "results.json"), results)
+    save_results(results_path, results)
     start = time.perf_counter()
     try:
         record = run_isolated(
@@ -86,9 +138,19 @@ def _run_one(results, index, spec, run, out, echo):
         )
         raise
     record.setdefault("name", run.name)
-    if record["status"] == "ok" and not results["environment"]:
-        results["environment"] = _environment(record)
+    if record["status"] == "ok" and "backend" not in results["environment"]:
+        results["environment"] = {**results["environment"], **_environment(record)}
     results["runs"][index] = record
+    try:
+        save_results(results_path, results)
+    except ResultsNotSaved as error:
+        # Not left "running": the run is over, and its record is what could not be saved.
+        results["runs"][index] = dict(
+            placeholder(run, "failed"), error=f"its results could not be saved: {error}"
+        )
+        with contextlib.suppress(OSError):
+            save_results(results_path, results)
+        raise
     say(
         f"[{index + 1}/{count}] {run.name}: {record['status']}"
         + (f" ({record['error']})" if record.get("error") else "")

@@ -32,6 +32,7 @@ def render_markdown(results, plots, not_drawn=()):
     """
     sections = (
         _title(results),
+        _measured_on(results),
         _incomplete(results),
         _table("Environment", results["environment"]),
         _table("Configuration", results["config"]),
@@ -63,6 +64,54 @@ def _title(results):
         f"{heading}\n\nCreated {results.get('created', MISSING)}. Every figure below is drawn "
         "from `results.json` in this folder by `lora_keras.report.write_report`."
     )
+
+
+# The instruction sets a reader needs to tell whether the figures apply to their CPU: what
+# changes a precision lever's effect (`lora_keras.experiments.environment.CPU_FEATURES`).
+_SAID_FEATURES = {
+    "avx2": "AVX2",
+    "fma": "FMA",
+    "avx512f": "AVX-512",
+    "avx512_bf16": "AVX512_BF16",
+    "avx512_fp16": "AVX512_FP16",
+    "amx_bf16": "AMX-BF16",
+    "amx_fp16": "AMX-FP16",
+    "sve": "SVE",
+    "bf16": "BF16",
+}
+_ALWAYS_SAID = ("avx512f", "avx512_bf16", "amx_bf16")
+
+
+def _measured_on(results):
+    """One line naming the device, the CPU model and its instruction sets, and any warning."""
+    environment = results["environment"]
+    device = environment.get("device")
+    model = environment.get("cpu_model")
+    features = environment.get("cpu_features")
+    if not isinstance(model, str):
+        where = f"{device}; " if isinstance(device, str) else ""
+        return f"Measured on: {where}the CPU's model and instruction sets were not recorded."
+    cores = environment.get("cpu_count")
+    cpu = f"CPU {model}" + (f", {cores} cores" if isinstance(cores, int) else "")
+    if isinstance(features, list) and all(isinstance(name, str) for name in features):
+        has = [said for name, said in _SAID_FEATURES.items() if name in features]
+        lacks = [_SAID_FEATURES[name] for name in _ALWAYS_SAID if name not in features]
+        if not any(name in features for name in ("avx2", "avx512f")):
+            lacks = []  # not an x86 CPU: AVX-512 and AMX mean nothing there
+        listed = ", ".join(has + [f"no {name}" for name in lacks])
+        cpu += f" ({listed or 'none of the instruction sets the levers depend on'})"
+    else:
+        cpu += " (its instruction sets could not be read)"
+    on_gpu = isinstance(device, str) and not device.startswith("CPU")
+    line = f"Measured on: {device}, beside {cpu}" if on_gpu else f"Measured on: {cpu}"
+    capability = environment.get("gpu_compute_capability")
+    if isinstance(capability, str):
+        line += f", GPU compute capability {capability}"
+    lines = [line + "."]
+    warnings = results.get("warnings")
+    if isinstance(warnings, list):
+        lines += [f"**{warning}**" for warning in warnings if isinstance(warning, str)]
+    return "\n\n".join(lines)
 
 
 def _incomplete(results):
