@@ -334,7 +334,7 @@ def test_only_lora_family_runs_carry_a_rank(tmp_path, monkeypatch):
 
 
 def test_the_failure_text_is_the_python_error_without_logs_or_colours():
-    from lora_keras.experiments.isolated_run import _error_text
+    from lora_keras.experiments.isolated_run import error_text
 
     log = (
         "\x1b[1m1/2\x1b[0m \x1b[32m━━━━\x1b[0m\r\x1b[1m2/2\x1b[0m loss: 3.1\n"
@@ -346,9 +346,9 @@ def test_the_failure_text_is_the_python_error_without_logs_or_colours():
         "    ^^^^^\n"
         "ValueError: the texts are empty\n"
     )
-    assert _error_text(1, log) == "ValueError: the texts are empty"
-    assert _error_text(-15, log) == "killed by signal 15 (SIGTERM); no Python error was raised"
-    assert _error_text(3, "I0000 00:00:17.1  5 x.cc:1] noise\nlast words\n") == (
+    assert error_text(1, log) == "ValueError: the texts are empty"
+    assert error_text(-15, log) == "killed by signal 15 (SIGTERM); no Python error was raised"
+    assert error_text(3, "I0000 00:00:17.1  5 x.cc:1] noise\nlast words\n") == (
         "exit code 3: last words"
     )
 

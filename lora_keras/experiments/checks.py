@@ -17,7 +17,12 @@ from lora_keras.mixlora.settings import (
     MIXLORA_DEFAULTS,
     MIXLORA_VARIANTS,
 )
-from lora_keras.models.architectures import BUILTIN_PRESETS, GPT2_ARCHITECTURES, KNOWN_PRESETS
+from lora_keras.models.architectures import (
+    BUILTIN_PRESETS,
+    GPT2_ARCHITECTURES,
+    KNOWN_PRESETS,
+    has_pretrained_weights,
+)
 
 # Python arguments whose flag is not the name with dashes.
 _FLAGS = {"timeout_s": "--timeout"}
@@ -175,16 +180,17 @@ def check_preset_and_weights(preset, weights):
         raise ValueError(f"{flag('weights')} must be 'pretrained' or 'random', got {weights!r}.")
     if os.path.isdir(preset):
         check_preset_folder(preset, weights)  # None: a folder's own weights
-    if weights == "pretrained" and preset in BUILTIN_PRESETS:
+    if weights == "pretrained" and preset in BUILTIN_PRESETS and not has_pretrained_weights(preset):
         raise ValueError(
             f"{flag('weights')} 'pretrained': {preset!r} is this package's own architecture "
-            "and has no pretrained weights. Use weights='random' (--weights random)."
+            "and has no pretrained weights. Use weights='random' (--weights random), or "
+            "--preset gpt2_mini, which the package ships pretrained."
         )
 
 
 def check_weights_reachable(preset, weights):
     """Pretrained weights not on disk need the download host: refused (ConnectionError) if not."""
-    if weights == "pretrained" and not os.path.isdir(preset):
+    if weights == "pretrained" and not os.path.isdir(preset) and preset not in BUILTIN_PRESETS:
         from lora_keras.models import pretrained_reachable
         from lora_keras.models.preset_cache import cached_preset_folder
         from lora_keras.network import download_host

@@ -22,6 +22,7 @@ from lora_keras.experiments.results_folder import check_new_folder, new_results_
 from lora_keras.experiments.run_spec import arguments, spec_with
 from lora_keras.experiments.runner import run_specs, say
 from lora_keras.experiments.signals import Interrupted, stop_on_signals
+from lora_keras.models.architectures import SHIPPED_PRESETS
 
 __all__ = ["Interrupted", "choose_weights", "compare", "run_experiment"]
 
@@ -35,6 +36,8 @@ def choose_weights(preset, weights):
     if weights is not None:
         return weights, f"weights='{weights}' as asked"
     if preset in architectures.BUILTIN_PRESETS:
+        if architectures.has_pretrained_weights(preset):
+            return "pretrained", f"{preset} ships its pretrained weights in the package"
         return "random", f"{preset} has no pretrained weights"
     if os.path.isdir(preset):
         return "pretrained", "a local preset folder carries its weights"
@@ -91,12 +94,12 @@ def warm_tokenizer_cache(preset, weights, data, text_field="text", echo=True):
     Raises:
         RuntimeError: the tokenizer could not be trained (the error of the process that tried).
     """
-    if weights != "random" or os.path.isdir(preset):
-        return
+    if weights != "random" or os.path.isdir(preset) or preset in SHIPPED_PRESETS:
+        return  # a preset folder and a shipped preset bring their own tokenizer
     if "keras_hub" in sys.modules:
         train_tokenizer(preset, data, text_field)
         return
-    from lora_keras.experiments.isolated_run import _error_text
+    from lora_keras.experiments.isolated_run import error_text
 
     command = [sys.executable, "-m", "lora_keras.experiments.warm_tokenizer"]
     process = subprocess.Popen(
@@ -121,7 +124,7 @@ def warm_tokenizer_cache(preset, weights, data, text_field="text", echo=True):
         tail = output[-3000:].decode("utf-8", errors="replace")
         raise RuntimeError(
             "Could not train the tokenizer of the random-weights model: "
-            + _error_text(process.returncode, tail)
+            + error_text(process.returncode, tail)
         )
 
 

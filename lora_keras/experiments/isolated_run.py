@@ -52,7 +52,7 @@ def _clean_lines(log_tail):
     return lines
 
 
-def _error_text(returncode, log_tail):
+def error_text(returncode, log_tail):
     """The Python exception that ended the child, or what ended it if none was raised."""
     if returncode < 0:
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else ""
@@ -157,7 +157,7 @@ def run_isolated(spec, run, run_folder, echo=True, timeout_s=None):
         error = f"killed after {timeout_s} s (timeout)"
     else:
         status = _classify_failure(process.returncode, tail)
-        error = _error_text(process.returncode, tail)
+        error = error_text(process.returncode, tail)
     return {
         **run.to_json(),
         "status": status,
