@@ -1,8 +1,8 @@
 """The planner against every committed measurement: fits its few constants, writes the table.
 
-    python benchmarks/planner_calibration.py           # the table, benchmarks/results/planner-calibration.md
-    python benchmarks/planner_calibration.py --write   # refit, and write the constants into
-                                                        # lora_keras/planner/framework.py first
+    python benchmarks/planner_calibration.py           # the table: planner-calibration.md
+    python benchmarks/planner_calibration.py --write   # refit, write the constants into
+                                                       # lora_keras/planner/ first
 
 Every run of benchmarks/results/*/results.json is predicted from its configuration alone
 (`lora_keras.planner.from_results`). What is fitted, per backend and kind of device
@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from lora_keras.levers.options import options_label  # noqa: E402
 from lora_keras.measure.units import format_bytes  # noqa: E402
 from lora_keras.planner import framework as frameworks  # noqa: E402
 from lora_keras.planner.from_results import predict_run, run_configuration  # noqa: E402
@@ -84,7 +85,7 @@ def fit(rows):
             measured = np.array([run["peak_memory_bytes"] for _, _, run in members], float)
             if names:
                 solution, *_ = np.linalg.lstsq(np.array(columns).T, measured - base, rcond=None)
-                for name, step in zip(names, solution):
+                for name, step in zip(names, solution, strict=True):
                     values[name] += step
         values = {
             name: int(round(value)) if name in ("runtime", "constant") else round(float(value), 3)
@@ -94,16 +95,38 @@ def fit(rows):
     return dict(frameworks.FITTED)
 
 
-def write_fitted(fitted):
-    path = os.path.join(ROOT, "lora_keras", "planner", "framework.py")
+def speed_costs(rows):
+    """`{group: {lever label: step time with it / LoRA's without}}`, medians over the runs."""
+    times = {}
+    for _, results, run in rows:
+        if run.get("step_time_s") and run["mode"] in ("lora", "qlora"):
+            label = options_label(run["options"])
+            label = "+".join(p for p in ("qlora" if run["mode"] == "qlora" else "", label) if p)
+            times.setdefault(group_of(results, run), {}).setdefault(label, []).append(
+                run["step_time_s"]
+            )
+    costs = {}
+    for group, labels in sorted(times.items()):
+        if "" in labels:
+            base = statistics.median(labels[""])
+            costs[group] = {
+                label: round(statistics.median(values) / base, 2)
+                for label, values in sorted(labels.items())
+                if label
+            }
+    return costs
+
+
+def write_block(module, name, marker, mapping):
+    path = os.path.join(ROOT, "lora_keras", "planner", module)
     with open(path) as file:
         source = file.read()
-    lines = ["FITTED = {"]
-    for key, values in sorted(fitted.items()):
+    lines = [f"{name} = {{"]
+    for key, values in sorted(mapping.items()):
         lines.append(f"    {key!r}: {values!r},")
     lines.append("}")
     source = re.sub(
-        r"(# FITTED-BEGIN[^\n]*\n).*?(\n# FITTED-END)",
+        rf"(# {marker}-BEGIN[^\n]*\n).*?(\n# {marker}-END)",
         lambda m: m.group(1) + "\n".join(lines) + m.group(2),
         source,
         flags=re.S,
@@ -181,7 +204,8 @@ def main():
     rows = measured_runs()
     if args.write:
         fitted = fit(rows)
-        write_fitted(fitted)
+        write_block("framework.py", "FITTED", "FITTED", fitted)
+        write_block("speed_costs.py", "SPEED_COSTS", "SPEED", speed_costs(rows))
     else:
         fitted = dict(frameworks.FITTED)
     table = table_rows(rows)

@@ -25,7 +25,7 @@ MODES = ("full", "lora", "keras_lora", "dora", "qlora", "mixlora")
 
 
 def backbone_params(arch):
-    """Every weight of a plain GPT-2 backbone with the shapes `arch` (a `GPT2_ARCHITECTURES` row)."""
+    """Every weight of a plain GPT-2 backbone of the shapes `arch` (a `GPT2_ARCHITECTURES` row)."""
     hidden, intermediate = arch["hidden_dim"], arch["intermediate_dim"]
     per_block = (
         2 * 2 * hidden  # two layer norms

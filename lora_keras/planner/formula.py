@@ -107,7 +107,8 @@ def estimate_training_memory(
 
     Returns:
         A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, with DoRA
-        layers `dora`, with MixLoRA `mixlora`, and `total`, their sum. `explain_estimate` turns it into sentences.
+        layers `dora`, with MixLoRA `mixlora`, and `total`, their sum. `explain_estimate` turns
+        it into sentences.
 
     Example:
 

@@ -86,11 +86,11 @@ FRAMEWORKS = {
 }
 # FITTED-BEGIN (written by benchmarks/planner_calibration.py --write)
 FITTED = {
-    ('jax', 'cpu'): {'runtime': 952381440, 'kept': 2.3, 'update': 11.855},
-    ('jax-xla', 'gpu'): {},
-    ('tensorflow', 'cpu'): {'runtime': 876394496, 'constant': 433857178, 'kept': 0.313},
-    ('torch', 'cpu'): {'runtime': 1203320832, 'constant': 460065686},
-    ('torch', 'gpu'): {'constant': 70601728, 'update': 4.056},
+    ("jax", "cpu"): {"runtime": 952381440, "kept": 2.3, "update": 11.855},
+    ("jax-xla", "gpu"): {},
+    ("tensorflow", "cpu"): {"runtime": 876394496, "constant": 433857178, "kept": 0.313},
+    ("torch", "cpu"): {"runtime": 1203320832, "constant": 460065686},
+    ("torch", "gpu"): {"constant": 70601728, "update": 4.056},
 }
 # FITTED-END
 BACKENDS = ("tensorflow", "jax", "torch")
