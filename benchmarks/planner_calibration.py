@@ -178,11 +178,23 @@ def markdown(rows, fitted):
         )
         runs = sum(1 for r in rows if r["group"] == "/".join(key))
         lines.append(f"- {'/'.join(key)} ({runs} runs): {shown or 'nothing fitted'}")
-    lines += ["", "| group | worst error | runs |", "| --- | --- | --- |"]
+    lines += [
+        "",
+        "Runs beyond the constants fitted on them (the runtime aside, a median of a measured "
+        "floor) are the group's checks; where none are left, its rows are a fit, not a check.",
+        "",
+        "| group | worst error | runs | constants fitted | checks |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     for group in sorted({r["group"] for r in rows}):
         members = [r for r in rows if r["group"] == group]
         worst = max(members, key=lambda r: abs(r["error"]))
-        lines.append(f"| {group} | {worst['error']:+.1%} ({worst['run']}) | {len(members)} |")
+        fitted_names = [n for n in fitted.get(tuple(group.split("/")), {}) if n != "runtime"]
+        checks = len(members) - len(fitted_names)
+        lines.append(
+            f"| {group} | {worst['error']:+.1%} ({worst['run']}) | {len(members)} | "
+            f"{len(fitted_names)} | {checks if checks > 0 else 'none: a fit'} |"
+        )
     lines += [
         "",
         "| folder | run | group | levers | shape | measured | predicted | error | phase |",
