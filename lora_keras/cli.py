@@ -8,6 +8,7 @@ from lora_keras import __version__
 from lora_keras.experiments.checks import flag_name
 from lora_keras.experiments.run_spec import RunSpec, arguments
 from lora_keras.levers.options import OPTIONS, Options
+from lora_keras.planner.command import add_plan_command
 
 # What the command's exit status means (also in `--help`).
 EXIT_OK = 0
@@ -216,6 +217,8 @@ def build_parser():
     )
     report.add_argument("folder", help="a folder written by `lora-keras compare` or `sweep`")
     report.set_defaults(run=_report)
+
+    add_plan_command(commands, **common)
     return parser
 
 

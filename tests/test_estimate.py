@@ -4,6 +4,7 @@ import pytest
 
 from lora_keras.measure.estimate import estimate_for_model, estimate_training_memory
 from lora_keras.measure.estimate_text import COMPONENT_NOTES, explain_estimate
+from lora_keras.planner.framework import combine, framework_for
 
 TINY = dict(
     num_layers=2,
@@ -87,9 +88,14 @@ def backbone():
 def test_estimate_for_model_reads_the_backbone_and_its_trainable_weights(backbone):
     total = sum(int(keras.ops.size(weight)) for weight in backbone.weights)
     estimate = estimate_for_model(backbone, batch_size=2, sequence_length=16)
-    expected = estimate_training_memory(
-        **{**TINY, "trainable_params": total, "total_params": total}
+    # The planner's model: TensorFlow's graph keeps 3 logits-sized tensors, then its share.
+    first = estimate_training_memory(
+        **{**TINY, "trainable_params": total, "total_params": total}, logits_copies=3
     )
+    framework = framework_for("tensorflow", "cpu")
+    expected, _ = combine(first, framework, 50 * 8 * 4, 2 * 16 * 50 * 4)
+    del expected["runtime"]  # measured apart, never estimated
+    expected["total"] -= framework.runtime
     assert estimate == expected
     causal_lm = keras_hub.models.GPT2CausalLM(backbone=backbone, preprocessor=None)
     assert estimate_for_model(causal_lm, batch_size=2, sequence_length=16) == expected
@@ -99,7 +105,40 @@ def test_estimate_for_model_reads_the_backbone_and_its_trainable_weights(backbon
     finally:
         backbone.trainable = True
     assert frozen["gradients"] == frozen["optimizer_state"] == 0
-    assert frozen["activations"] == estimate["activations"]
+    assert frozen["activations"] == first["activations"]
+    on_gpu = estimate_for_model(backbone, 2, 16, jit_compile=True, backend="jax", device_kind="gpu")
+    assert on_gpu["framework"] == 0 and on_gpu["activations"] < estimate["activations"]
+
+
+def test_half_precision_keeps_layer_norms_in_float32():
+    half = estimate_training_memory(**TINY, compute_dtype_bytes=2)
+    all_half = estimate_training_memory(**TINY, compute_dtype_bytes=2, norm_dtype_bytes=2)
+    full = estimate_training_memory(**TINY)
+    assert all_half["activations"] < half["activations"] < full["activations"]
+    casts = estimate_training_memory(**TINY, compute_dtype_bytes=2, kernel_casts=True)
+    assert casts["activations"] - half["activations"] == 1000 * 2  # each weight cast once
+
+
+def test_mixlora_saves_each_chosen_experts_gelu():
+    mix = estimate_training_memory(**TINY, mixlora_top_k=2)
+    # (2k - 1) = 3 tensors of (batch x seq x intermediate) a block, float32.
+    assert mix["mixlora"] == 2 * 3 * 2 * 16 * 32 * 4
+    assert mix["total"] == sum(v for k, v in mix.items() if k != "total")
+
+
+def test_every_component_of_a_prediction_is_explained():
+    estimate = {
+        "weights": 1,
+        "gradients": 1,
+        "optimizer_state": 2,
+        "activations": 3,
+        "framework": 1,
+        "optimizer_update": 2,
+        "mixlora": 1,
+        "total": 11,
+    }
+    names = [sentence.split(":")[0] for sentence in explain_estimate(estimate)]
+    assert names == [name for name in COMPONENT_NOTES if name in estimate]
 
 
 def test_estimate_for_model_refuses_other_models():

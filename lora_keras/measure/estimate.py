@@ -1,32 +1,11 @@
-"""Where the memory of a GPT-2 training step goes, estimated from first principles.
+"""Where the memory of a training step of a built GPT-2 model goes: the planner's model.
 
-Training memory has four parts:
-- weights: every weight, trainable or frozen, in its storage dtype;
-- gradients: one per *trainable* weight, in the weight dtype;
-- optimizer state: AdamW keeps two slots (first and second moments) per *trainable* weight;
-- activations: the tensors the forward pass saves for the backward pass, for this batch.
-
-Why LoRA saves what it saves: frozen weights get no gradient and no AdamW slots, so with LoRA the
-gradients and the optimizer state shrink to those of the few adapter weights: full fine-tuning
-of a float32 model holds 4x its weights (weights, gradients, two slots); LoRA barely more than 1x.
-The activations largely stay: the loss's gradient must still flow back through every block to
-reach the adapters in the first ones, and the layer norms, the attention softmax and GELU need
-their saved tensors for that. Only the inputs of frozen matmuls (needed for weight gradients
-alone) could be dropped, and whether they are depends on the framework (XLA prunes them, an eager
-gradient tape may not). We count them all, as full fine-tuning needs them: the estimate is an
-upper bound for the activations of a LoRA run.
-
-DoRA adds a fifth part, `dora`, only to the estimates of models with unmerged DoRA layers. Its
-magnitudes are trainable weights, so they already count in the first three parts; what it adds
-is per DoRA layer the unscaled output (batch x seq x output units) that the magnitude's gradient
-needs, the column norm and scale (output units each), and `V = W + s*A@B` with its square,
-kernel-sized temporaries rebuilt every step for the norm and kept for no backward pass: counted
-once, for the largest kernel, as layers run one after another.
-
-Not counted: the framework's workspace, the allocator's fragmentation and caching, and, on a CPU,
-the runtime itself (Python, TensorFlow/JAX/torch libraries), which the process's resident memory
-includes. The four parts are summed although gradients grow while activations are freed: their
-sum bounds the peak from above.
+The formula itself is Keras-free, in `lora_keras.planner.formula` (weights, gradients, optimizer
+state, activations; why LoRA saves what it saves) and `lora_keras.planner.framework` (what each
+backend adds: the optimizer update's temporaries, what an unfused graph keeps, its constant
+share). Here the same model reads its inputs from a built model instead of a configuration, so
+that the estimate in results.json, the report's "where the memory goes" and `lora-keras plan`
+never disagree. `estimate_training_memory` is re-exported from the formula.
 """
 
 import math
@@ -36,176 +15,26 @@ import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy, for dtype sizes 
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.gpt2_surgery import lora_layers, nf4_layers
+from lora_keras.gpt2_surgery import lora_layers, mixlora_layers, nf4_layers
 from lora_keras.layers import BaseDoraLayer
-from lora_keras.layers.nf4_codec import nf4_bits_per_weight as nf4_bits_per_weight_of
-from lora_keras.measure.estimate_text import ADAMW_SLOTS
+from lora_keras.planner.formula import estimate_training_memory
+from lora_keras.planner.framework import combine, framework_for
+from lora_keras.planner.nf4_storage import nf4_bits_per_weight as nf4_bits_per_weight_of
 from lora_keras.summary import trainable_summary
 
-# Keras losses compute in float32 whatever the compute dtype, so the softmax gradient the
-# cross-entropy saves is float32.
-LOSS_DTYPE_BYTES = 4
+__all__ = ["estimate_for_model", "estimate_training_memory", "stored_weight_bytes"]
 
 
-def estimate_training_memory(
-    *,
-    num_layers,
-    hidden_dim,
-    num_heads,
-    intermediate_dim,
-    vocabulary_size,
-    trainable_params,
-    total_params,
+def estimate_for_model(
+    model,
     batch_size,
     sequence_length,
-    weight_dtype_bytes=4,
-    compute_dtype_bytes=4,
-    frozen_dtype_bytes=None,
-    dropout=True,
-    nf4_params=0,
-    nf4_bits_per_weight=None,
-    dora_output_units=0,
-    dora_largest_kernel=0,
     remat=False,
     loss_chunk=None,
+    jit_compile=False,
+    backend=None,
+    device_kind=None,
 ):
-    """Estimate the memory of one training step of a GPT-2 decoder with AdamW, in bytes.
-
-    Args:
-        num_layers, hidden_dim, num_heads, intermediate_dim, vocabulary_size: the architecture
-            (a `keras_hub.models.GPT2Backbone`'s attributes of the same names).
-        trainable_params: weights that get gradients and optimizer slots.
-        total_params: all weights, trainable or not.
-        batch_size, sequence_length: the shape of one batch of token ids.
-        weight_dtype_bytes: bytes per stored weight (4 for float32).
-        frozen_dtype_bytes: bytes per frozen weight, where they are stored in another dtype
-            than the trained ones (2 for a bfloat16 frozen model); `None`: `weight_dtype_bytes`.
-        compute_dtype_bytes: bytes per activation (4 for float32, 2 under mixed precision).
-        dropout: whether dropout is active in training (it saves a mask per dropout).
-        nf4_params: frozen weights, among `total_params`, stored as NF4 (QLoRA's block
-            kernels), at `nf4_bits_per_weight` bits each (default: QLoRA's, about 4.127)
-            instead of `weight_dtype_bytes`.
-            Their float copies live one matmul at a time and are not counted.
-        dora_output_units: the output units of all unmerged DoRA layers together (0: no DoRA).
-        dora_largest_kernel: the weights of the largest of their kernels.
-        remat: whether the blocks are rematerialised: each keeps only its input, and one
-            block's activations exist at a time, while it is recomputed.
-        loss_chunk: positions whose logits exist at a time (a chunked loss); `None`: all.
-
-    Returns:
-        A dict of bytes: `weights`, `gradients`, `optimizer_state`, `activations`, with DoRA
-        layers `dora`, and `total`, their sum. `explain_estimate` turns it into sentences.
-
-    Example:
-
-    ```python
-    estimate = estimate_training_memory(
-        num_layers=12, hidden_dim=768, num_heads=12, intermediate_dim=3072,
-        vocabulary_size=50257, trainable_params=147456, total_params=124587264,
-        batch_size=4, sequence_length=128,
-    )
-    ```
-    """
-    sizes = {
-        "num_layers": num_layers,
-        "hidden_dim": hidden_dim,
-        "num_heads": num_heads,
-        "intermediate_dim": intermediate_dim,
-        "vocabulary_size": vocabulary_size,
-        "batch_size": batch_size,
-        "sequence_length": sequence_length,
-        "total_params": total_params,
-    }
-    for name, value in sizes.items():
-        if value < 1:
-            raise ValueError(f"`{name}` must be a positive integer; got {value}.")
-    if not 0 <= trainable_params <= total_params:
-        raise ValueError(
-            f"`trainable_params` must be between 0 and `total_params` ({total_params}); "
-            f"got {trainable_params}."
-        )
-    if not 0 <= nf4_params <= total_params - trainable_params:
-        raise ValueError(
-            f"`nf4_params` must be between 0 and the frozen weights "
-            f"({total_params - trainable_params}); got {nf4_params}."
-        )
-    if nf4_bits_per_weight is None:
-        nf4_bits_per_weight = nf4_bits_per_weight_of()
-    if frozen_dtype_bytes is None:
-        frozen_dtype_bytes = weight_dtype_bytes
-    frozen_float_params = total_params - trainable_params - nf4_params
-    estimate = {
-        "weights": round(
-            trainable_params * weight_dtype_bytes
-            + frozen_float_params * frozen_dtype_bytes
-            + nf4_params * nf4_bits_per_weight / 8
-        ),
-        "gradients": trainable_params * weight_dtype_bytes,
-        "optimizer_state": ADAMW_SLOTS * trainable_params * weight_dtype_bytes,
-        "activations": _activation_bytes(
-            num_layers=num_layers,
-            hidden_dim=hidden_dim,
-            num_heads=num_heads,
-            intermediate_dim=intermediate_dim,
-            vocabulary_size=vocabulary_size,
-            batch_size=batch_size,
-            sequence_length=sequence_length,
-            compute_dtype_bytes=compute_dtype_bytes,
-            dropout=dropout,
-            remat=remat,
-            loss_chunk=loss_chunk,
-        ),
-    }
-    if dora_output_units:
-        saved = (batch_size * sequence_length + 2) * dora_output_units  # outputs, norms, scales
-        estimate["dora"] = (saved + 2 * dora_largest_kernel) * compute_dtype_bytes
-    estimate["total"] = sum(estimate.values())
-    return estimate
-
-
-def _activation_bytes(
-    *,
-    num_layers,
-    hidden_dim,
-    num_heads,
-    intermediate_dim,
-    vocabulary_size,
-    batch_size,
-    sequence_length,
-    compute_dtype_bytes,
-    dropout,
-    remat=False,
-    loss_chunk=None,
-):
-    hidden = batch_size * sequence_length * hidden_dim  # one (batch, seq, hidden) tensor
-    intermediate = batch_size * sequence_length * intermediate_dim  # (batch, seq, intermediate)
-    scores = batch_size * num_heads * sequence_length**2  # (batch, heads, seq, seq)
-    # A dropout saves its mask; after the attention softmax the matmul with the values also
-    # needs the dropped probabilities, a third (batch, heads, seq, seq) tensor.
-    masks = 1 if dropout else 0
-    per_block = (
-        2 * hidden  # the residual stream entering each of the two layer norms
-        + 2 * hidden  # the two layer norm outputs (inputs of query/key/value and of the FFN)
-        + 3 * hidden  # query, key, value: both operands of the two attention matmuls
-        + (1 + 2 * masks) * scores  # softmax probabilities (+ dropout mask, dropped copy)
-        + hidden  # attention context, the input of the attention output projection
-        + 2 * intermediate  # GELU input and output (the input of the second FFN layer)
-        + 2 * masks * hidden  # dropout masks on the attention and FFN residual branches
-    )
-    around_blocks = (
-        masks * hidden  # the embedding dropout mask
-        + 2 * hidden  # the final layer norm's input and output (the logits matmul's input)
-    )
-    logits = batch_size * min(loss_chunk or sequence_length, sequence_length) * vocabulary_size
-    # (batch, seq or chunk, vocabulary)
-    blocks = num_layers * hidden + per_block if remat else num_layers * per_block
-    return (
-        (blocks + around_blocks + logits) * compute_dtype_bytes
-        + logits * LOSS_DTYPE_BYTES  # the softmax gradient the cross-entropy saves, float32
-    )
-
-
-def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chunk=None):
     """Estimate the training memory of a KerasHub GPT-2 model, as it is now (LoRA or not).
 
     The architecture comes from the backbone, the trainable and total weight counts from the
@@ -216,9 +45,15 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         model: a `keras_hub.models.GPT2CausalLM` or `keras_hub.models.GPT2Backbone`.
         batch_size, sequence_length: the shape of one batch of token ids.
         remat, loss_chunk: as in `estimate_training_memory`.
+        jit_compile: whether the step is compiled with XLA (changes JAX's share).
+        backend: "tensorflow", "jax" or "torch"; `None`: Keras's.
+        device_kind: "cpu" or "gpu"; `None`: "gpu" where the backend sees one.
 
     Returns:
-        The dict of `estimate_training_memory`.
+        The planner's components (`lora_keras.planner.framework.combine`) without the runtime,
+        which a measurement records apart (`runtime_memory_bytes`): `weights`, `gradients`,
+        `optimizer_state`, `activations`, `dora`/`mixlora` where present, `framework`,
+        `optimizer_update`, and `total`, their sum.
     """
     backbone = getattr(model, "backbone", model)
     if not hasattr(backbone, "num_layers"):
@@ -244,7 +79,11 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         {weight.dtype for weight in backbone.trainable_weights} or {policy.variable_dtype},
         key=_dtype_bytes,
     )
-    return estimate_training_memory(
+    mixtures = list(mixlora_layers(backbone).values())
+    backend = backend or keras.backend.backend()
+    framework = framework_for(backend, device_kind or _device_kind(backend), jit_compile)
+    kernel_casts = policy.variable_dtype != policy.compute_dtype
+    first = estimate_training_memory(
         num_layers=backbone.num_layers,
         hidden_dim=backbone.hidden_dim,
         num_heads=backbone.num_heads,
@@ -264,9 +103,44 @@ def estimate_for_model(model, batch_size, sequence_length, remat=False, loss_chu
         dora_largest_kernel=max(
             (math.prod(layer.original_layer.kernel.shape) for layer in dora), default=0
         ),
-        remat=remat,
+        remat=remat and (framework.remat_saves_mixed or not kernel_casts),
         loss_chunk=loss_chunk,
+        kernel_casts=kernel_casts,
+        logits_copies=2 if framework.fused_loss else 3,
+        mixlora_top_k=mixtures[0].top_k if mixtures and not _is_mixdora(mixtures[0]) else 0,
     )
+    embedding = backbone.token_embedding.embeddings
+    # In full fine-tuning the tied embedding's gradient is the first the backward pass makes.
+    head = (
+        math.prod(embedding.shape) * _dtype_bytes(embedding.dtype)
+        if embedding.trainable
+        else first["gradients"]
+    )
+    positions = min(loss_chunk or sequence_length, sequence_length)
+    logits = batch_size * positions * backbone.vocabulary_size * 4
+    components, _ = combine(first, framework, head, logits)
+    del components["runtime"], components["total"]  # the runtime is measured, not estimated
+    components["total"] = sum(components.values())
+    return components
+
+
+def _is_mixdora(mixture):
+    return hasattr(mixture, "expert_in_magnitude")
+
+
+def _device_kind(backend):
+    """ "gpu" where the backend sees a GPU, else "cpu"."""
+    if backend == "jax":
+        import jax
+
+        return "gpu" if jax.default_backend() == "gpu" else "cpu"
+    if backend == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    import tensorflow as tf
+
+    return "gpu" if tf.config.list_physical_devices("GPU") else "cpu"
 
 
 def stored_weight_bytes(model):

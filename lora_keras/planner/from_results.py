@@ -1,0 +1,29 @@
+"""A measured run of a results.json, predicted from its configuration alone (the calibration)."""
+
+from lora_keras.planner.predict import predict_peak
+
+
+def run_configuration(results, run):
+    """The `predict_peak` keyword arguments of one run of `results` (a loaded results.json):
+    its preset, mode, batch shape, backend, device kind, levers and adapter settings."""
+    config = results["config"]
+    environment = run.get("environment") or results["environment"]
+    return {
+        "preset": config["preset"],
+        "mode": run["mode"],
+        "batch_size": config["batch_size"],
+        "sequence_length": config["sequence_length"],
+        "backend": environment["backend"],
+        "device_kind": "gpu" if environment["device"].startswith("GPU") else "cpu",
+        "options": run["options"],
+        "rank": run.get("rank") or config["rank"],
+        "targets": tuple(config["targets"]),
+        "mixlora": config.get("mixlora"),
+    }
+
+
+def predict_run(results, run):
+    """`(components, phase)` predicted for `run` of `results`; runtime included on a CPU, so
+    `components["total"]` compares with `run["peak_memory_bytes"]`."""
+    components, phase, _ = predict_peak(**run_configuration(results, run))
+    return components, phase
