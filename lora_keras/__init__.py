@@ -74,6 +74,7 @@ _EXPORTS = {
     "notebook_setting": "lora_keras.notebook",
     "start_notebook": "lora_keras.notebook",
     "evaluate_heldout": "lora_keras.quality",
+    "plan": "lora_keras.planner",
     "dequantize_nf4": "lora_keras.qlora",
     "quantize_nf4": "lora_keras.qlora",
     "write_report": "lora_keras.report",

@@ -7,11 +7,11 @@ from keras import ops
 import lora_keras as lk
 from lora_keras.layers.nf4_codec import (
     dequantize_arrays,
-    nf4_bits_per_weight,
     stored_absmax,
     stored_shapes,
     waiting_for,
 )
+from lora_keras.nf4_format import nf4_bits_per_weight
 
 # Portable: CI runs this file again under jax and torch.
 pytestmark = pytest.mark.backends

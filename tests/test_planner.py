@@ -11,11 +11,9 @@ import sys
 import pytest
 
 from lora_keras.cli import EXIT_BAD_INPUT, main
-from lora_keras.layers.nf4_codec import nf4_bits_per_weight as codec_bits
 from lora_keras.models.architectures import GPT2_ARCHITECTURES
 from lora_keras.planner.devices import DEVICES, device_memory, parse_memory
 from lora_keras.planner.framework import FITTED, FRAMEWORKS, framework_for
-from lora_keras.planner.nf4_storage import nf4_bits_per_weight
 from lora_keras.planner.plan import plan
 from lora_keras.planner.predict import predict_peak
 
@@ -166,14 +164,6 @@ def test_frameworks_say_what_is_fitted():
     assert framework_for("jax", "gpu", jit_compile=True).fitted == ()  # all derived
     with pytest.raises(ValueError, match="Unknown device kind 'tpu'"):
         framework_for("jax", "tpu")
-
-
-def test_nf4_storage_is_the_codecs():
-    for block_size in (32, 64, 128):
-        for double_quant in (True, False):
-            assert nf4_bits_per_weight(block_size, double_quant) == codec_bits(
-                block_size, double_quant
-            )
 
 
 def test_every_committed_result_is_predicted_within_the_goal():

@@ -194,6 +194,7 @@ def train_one(spec, run=None, verbose=1):
         spec.sequence_length,
         remat=options["remat"],
         loss_chunk=levers.CHUNK_SIZE if options["chunked_loss"] else None,
+        jit_compile=options["jit_compile"],
     )
     checkpoints["after_first_step"] = memory.current_history[0]
     checkpoints["peak"] = memory.peak_bytes

@@ -19,6 +19,8 @@ from statistics import NormalDist
 import numpy as np
 from keras import ops
 
+from lora_keras.nf4_format import ABSMAX_GROUP_SIZE
+
 # QLoRA's offset: the mean of 1 - 1/(2*15) and 1 - 1/(2*16), so that the extreme
 # quantiles are finite and the code book still reaches -1 and 1 once normalized.
 _OFFSET = 1.0 - 0.5 * (1.0 / 32.0 + 1.0 / 30.0)
@@ -40,7 +42,6 @@ ZERO_CODE = int(np.flatnonzero(NF4_VALUES == 0.0)[0])
 _BOUNDARIES = (NF4_VALUES[:-1].astype("float64") + NF4_VALUES[1:]) / 2.0
 # (256, 2): the two code values one packed byte stands for, high nibble first.
 _BYTE_VALUES = np.stack([NF4_VALUES[np.arange(256) >> 4], NF4_VALUES[np.arange(256) & 15]], axis=1)
-ABSMAX_GROUP_SIZE = 256  # blocks whose absmax constants share one second-level scale
 _INT8_MAX = 127
 
 
@@ -98,14 +99,6 @@ def stored_shapes(shape, block_size, double_quant):
     else:
         shapes["absmax"] = ((num_blocks,), "float32")
     return shapes
-
-
-def nf4_bits_per_weight(block_size=64, double_quant=True):
-    """Bits a weight in NF4 storage, ignoring padding: 4.127 for QLoRA's settings, 4.5 without
-    double quantization. A 4-bit code, plus a share of its block's absmax: 32 bits, or 8 bits
-    and a share of a float32 second-level scale a group of 256 blocks."""
-    absmax_bits = 8 + 32 / ABSMAX_GROUP_SIZE if double_quant else 32
-    return 4 + absmax_bits / block_size
 
 
 def nf4_quantize(x, block_size=64, double_quant=True):

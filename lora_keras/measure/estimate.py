@@ -17,9 +17,9 @@ import numpy as np
 from lora_keras import gpt2_surgery as surgery
 from lora_keras.gpt2_surgery import lora_layers, mixlora_layers, nf4_layers
 from lora_keras.layers import BaseDoraLayer
+from lora_keras.nf4_format import nf4_bits_per_weight as nf4_bits_per_weight_of
 from lora_keras.planner.formula import estimate_training_memory
 from lora_keras.planner.framework import combine, framework_for
-from lora_keras.planner.nf4_storage import nf4_bits_per_weight as nf4_bits_per_weight_of
 from lora_keras.summary import trainable_summary
 
 __all__ = ["estimate_for_model", "estimate_training_memory", "stored_weight_bytes"]

@@ -38,7 +38,7 @@ runtime itself (Python and the TensorFlow/JAX/torch libraries). `lora_keras.plan
 adds them, per backend, to make the planner's prediction of a measured peak.
 """
 
-from lora_keras.planner.nf4_storage import nf4_bits_per_weight as nf4_bits_per_weight_of
+from lora_keras.nf4_format import nf4_bits_per_weight as nf4_bits_per_weight_of
 
 # AdamW's first and second moment estimates, each the shape and dtype of its weight.
 ADAMW_SLOTS = 2

@@ -1,7 +1,7 @@
-"""The size of QLoRA's NF4 storage, without Keras: what the planner and the estimate count.
+"""The layout of QLoRA's NF4 storage, without Keras: what the codec stores and the planner counts.
 
-`lora_keras.layers.nf4_codec` stores weights this way; `tests/test_planner.py` checks that
-its `nf4_bits_per_weight` and this one agree.
+`lora_keras.layers.nf4_codec` quantizes into this layout; the planner and the estimate count
+its size from here, before any model exists.
 """
 
 # Blocks of 64 weights share one absmax; with double quantization the absmax constants are
