@@ -59,6 +59,8 @@ _SHARED_FLAGS = (
     "weights",
     "data",
     "text_field",
+    "keep_data",
+    "eval_documents",
     "steps",
     "batch_size",
     "sequence_length",

@@ -79,6 +79,11 @@ def _read_folder(folder, text_field):
     return [document for path in files for document in _read_file(path, text_field)]
 
 
+# "embedded:recipe": one family of the embedded corpus, enough of it for hundreds of steps.
+FAMILY_PREFIX = "embedded:"
+FAMILY_DOCUMENTS = 1000
+
+
 def load_texts(source, split="train", text_field="text"):
     """Documents as a `tf.data.Dataset` of scalar `tf.string`; a list of `str` without TensorFlow.
 
@@ -89,6 +94,8 @@ def load_texts(source, split="train", text_field="text"):
     Args:
         source: one of
             - "embedded": the corpus shipped in this package (`embedded_corpus()`); no network.
+            - "embedded:FAMILY": one family of it ("embedded:recipe"), its first
+              `FAMILY_DOCUMENTS` documents (as `lk.corpus_split` counts them); no network.
             - "reddit_tifu": TFDS's `reddit_tifu` documents, as the KerasHub LoRA tutorial
               loads them (downloads on first use).
             - a path: a `.txt` file (documents separated by blank lines), a `.jsonl` file with
@@ -125,6 +132,9 @@ def read_documents(source, text_field="text"):
     """
     if source == "embedded":
         return embedded_corpus()
+    if str(source).startswith(FAMILY_PREFIX):
+        family = str(source)[len(FAMILY_PREFIX) :]
+        return embedded_corpus(families=(family,), per_family=FAMILY_DOCUMENTS)
     path = Path(source)
     if not path.exists():
         raise FileNotFoundError(

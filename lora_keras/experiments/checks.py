@@ -204,8 +204,10 @@ def check_weights_reachable(preset, weights):
             )
 
 
-def check_data(data, text_field, steps, batch_size):
-    """The texts can be read and give `steps` batches; returns how many documents they hold."""
+def check_data(data, text_field, steps, batch_size, name="data"):
+    """The texts can be read and give `steps` batches; returns how many documents they hold.
+
+    `name` is the argument that gave them: "data", or "keep_data" (no steps: 0)."""
     from lora_keras.data.load_texts import check_reddit_tifu_available, read_documents
 
     if not isinstance(text_field, str) or not text_field:
@@ -216,9 +218,9 @@ def check_data(data, text_field, steps, batch_size):
     try:
         documents = len(read_documents(os.fspath(data), text_field))
     except (ValueError, FileNotFoundError) as error:
-        if "--data" in str(error):
+        if flag_name(name) in str(error):
             raise
-        raise type(error)(f"{flag('data')}: {error}") from error
+        raise type(error)(f"{flag(name)}: {error}") from error
     if steps * batch_size > documents:
         raise ValueError(
             f"{flag('steps')} {steps} at {flag('batch_size')} {batch_size} needs "

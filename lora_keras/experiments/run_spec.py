@@ -24,6 +24,7 @@ from lora_keras.experiments.train_one import MODES
 from lora_keras.levers.options import OPTIONS, Options, check_mode_options, options_sweep_runs
 from lora_keras.mixlora.settings import MIXLORA_DEFAULTS
 from lora_keras.models.architectures import KNOWN_PRESETS
+from lora_keras.quality.heldout_data import NO_KEEP
 from lora_keras.targets import TARGETS, check_targets
 
 BOTH = ("compare", "sweep")
@@ -120,6 +121,18 @@ class RunSpec:
         type=int,
     )
     text_field: str = _setting("text", "the field of a .jsonl record that holds its text")
+    keep_data: str | None = _setting(
+        None,
+        "what the runs should not forget, evaluated before and after training: a source as "
+        "--data takes it, or none. Default: for gpt2_mini the held-out documents of the "
+        "families it was pretrained on, else none",
+    )
+    eval_documents: int = _setting(
+        32,
+        "held-out documents evaluated before and after training, never trained on: the first "
+        "of --data (as many as the steps leave) and of --keep-data",
+        type=int,
+    )
     options: Options = dataclasses.field(
         default_factory=Options, metadata={"commands": BOTH, "recorded": BOTH}
     )
@@ -216,6 +229,7 @@ class RunSpec:
         check_positive("timeout_s", self.timeout_s, optional=True)
         if self.sample_length is not None:
             check_integer("sample_length", self.sample_length, 1)
+        check_integer("eval_documents", self.eval_documents, 1)
         shape = checks.architecture(self.preset)
         self._check_shape(shape, targets)
         checks.check_modes(self.modes)
@@ -290,6 +304,8 @@ class RunSpec:
         pretrained weights can be had (ConnectionError, FileNotFoundError, ValueError)."""
         checks.check_weights_reachable(self.preset, self.weights)
         checks.check_data(self.data, self.text_field, self.steps, self.batch_size)
+        if self.keep_data not in (None, NO_KEEP):
+            checks.check_data(self.keep_data, self.text_field, 0, 0, name="keep_data")
 
     def runs(self):
         """The `PlannedRun`s of this experiment, in order.

@@ -105,6 +105,18 @@ def _mark_non_finite_loss(record):
             return
 
 
+def evaluate_sets(lm, eval_sets, batch_size, sequence_length):
+    """`({name: evaluate_heldout(...)}, seconds)` of `lm` on each held-out set."""
+    from lora_keras.quality import evaluate_heldout
+
+    start = time.perf_counter()
+    results = {
+        name: evaluate_heldout(lm, documents, batch_size, sequence_length)
+        for name, documents in eval_sets.items()
+    }
+    return results, time.perf_counter() - start
+
+
 def train_one(spec, run=None, verbose=1):
     """Trains `run` of `spec` for `spec.steps` steps and measures it.
 
@@ -130,6 +142,7 @@ def train_one(spec, run=None, verbose=1):
     from lora_keras.measure.memory import memory_probe
     from lora_keras.mixlora.apply import mixlora_record
     from lora_keras.models import load_gpt2
+    from lora_keras.quality.heldout_data import keep_documents, split_heldout
     from lora_keras.summary import trainable_summary
 
     if run is None:
@@ -143,9 +156,18 @@ def train_one(spec, run=None, verbose=1):
     memory = MemoryCallback()
     levers.set_precision_policy(options["mixed_precision"])
     keras.utils.set_random_seed(spec.seed)
-    texts = load_texts(spec.data, text_field=spec.text_field)
+    all_texts = load_texts(spec.data, text_field=spec.text_field)
+    # Held out before anything trains, the same documents for every mode of the comparison.
+    needed = spec.steps * spec.batch_size
+    texts, target_heldout = split_heldout(all_texts, spec.eval_documents, needed)
+    keep, keep_source = keep_documents(
+        spec.preset, spec.keep_data, spec.eval_documents, spec.text_field
+    )
+    eval_sets = {"target": target_heldout, "keep": keep}
+    eval_sets = {name: documents for name, documents in eval_sets.items() if documents}
     # Random weights come with a tokenizer trained on the corpus in use (cached on disk).
-    tokenizer_texts = texts if spec.data != "embedded" else None
+    # (all of them, as `compare` trained and cached it: a vocabulary, not the model's training)
+    tokenizer_texts = all_texts if spec.data != "embedded" else None
     lm = load_gpt2(
         spec.preset,
         weights=spec.weights,
@@ -161,6 +183,12 @@ def train_one(spec, run=None, verbose=1):
     if options["remat"]:  # after the mode's adapters: it wraps the blocks they make
         levers.rematerialise_blocks(lm.backbone)
     checkpoints["model_built"] = probe.current_bytes()
+    # In batches of the training's size: evaluating holds less than a training step, so it
+    # leaves the measured peak to training.
+    evaluate = functools.partial(
+        evaluate_sets, lm, eval_sets, spec.batch_size, spec.sequence_length
+    )
+    eval_before, eval_time_s = evaluate()
     if options["chunked_loss"]:
         # It trains the same backbone, computing its own loss; `lm` keeps generating.
         model, loss = ChunkedLossCausalLM(lm.backbone, levers.CHUNK_SIZE), {}
@@ -187,6 +215,8 @@ def train_one(spec, run=None, verbose=1):
             callbacks=[memory, timer, losses],
             verbose=verbose,
         )
+    eval_after, seconds = evaluate()
+    eval_time_s += seconds
     counts = trainable_summary(lm)
     estimate = estimate_for_model(
         lm,
@@ -220,6 +250,19 @@ def train_one(spec, run=None, verbose=1):
         "loss": losses.losses,
         "provenance": dict(lm.provenance),
         "data_source": data_source,
+        "eval": {
+            name: {
+                "before": eval_before[name]["loss"],
+                "after": eval_after[name]["loss"],
+                "tokens": eval_before[name]["tokens"],
+            }
+            for name in eval_sets
+        },
+        "eval_time_s": eval_time_s,  # not in the step times
+        "eval_sources": {
+            "target": f"{len(target_heldout)} documents of the data, held out of training",
+            **({"keep": keep_source} if "keep" in eval_sets else {}),
+        },
         "environment": describe_environment(),
         **mixlora_record(lm),  # settings and expert loads of a MixLoRA run
     }
