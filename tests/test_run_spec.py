@@ -70,18 +70,26 @@ SWEEP_CONFIG_0_1_0 = {
 }
 
 
+def _flags(help_text):
+    """The flags a --help lists, in order."""
+    return [line.split()[0] for line in help_text.splitlines() if line.startswith("  -")]
+
+
 @pytest.mark.parametrize("command", ["compare", "sweep"])
-def test_help_is_that_of_0_1_0(command, capsys, monkeypatch):
+def test_help_keeps_every_flag_of_0_1_0_in_order(command, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "80")  # the width the saved help was written at
     with pytest.raises(SystemExit):
         cli.main([command, "--help"])
-    assert capsys.readouterr().out == (DATA / "help_0_1_0" / f"{command}.txt").read_text()
+    today = _flags(capsys.readouterr().out)
+    saved = _flags((DATA / "help_0_1_0" / f"{command}.txt").read_text())
+    # Since 0.1.0 only the held-out evaluation's two flags were added (issue 18).
+    assert [flag for flag in today if flag not in ("--keep-data", "--eval-documents")] == saved
 
 
 @pytest.mark.parametrize("runner, keywords", [(lk.compare, COMPARE_0_1_0), (lk.sweep, SWEEP_0_1_0)])
 def test_every_keyword_of_0_1_0_keeps_its_default(runner, keywords):
     parameters = inspect.signature(runner).parameters
-    assert set(parameters) == {"spec", *keywords}
+    assert set(parameters) == {"spec", *keywords, "keep_data", "eval_documents"}  # since 0.1.0
     assert {name: parameters[name].default for name in keywords} == keywords
 
 
@@ -100,9 +108,13 @@ def test_each_flag_is_declared_once_from_the_settings():
 def test_the_config_of_a_0_1_0_results_json_reads_and_writes_back_the_same():
     config = json.loads((DATA / "results_0_1_0" / "results.json").read_text())["config"]
     spec = RunSpec.from_json(config)
-    # A setting 0.1.0 did not have takes today's default: the MixLoRA reference's loss scope.
-    assert spec.config() == dict(config, mixlora={**config["mixlora"], "aux_loss_scope": "model"})
-    assert list(spec.config()) == list(config)  # the report's configuration table, in order
+    # Settings 0.1.0 did not have take today's defaults: the MixLoRA reference's loss scope and
+    # the held-out evaluation (issue 18).
+    since = {"keep_data": None, "eval_documents": 32}
+    expected = dict(config, mixlora={**config["mixlora"], "aux_loss_scope": "model"}, **since)
+    assert spec.config() == expected
+    # The report's configuration table keeps 0.1.0's order.
+    assert [key for key in spec.config() if key not in since] == list(config)
     assert [(run.name, run.mode, run.rank) for run in spec.runs()] == [
         ("full", "full", None),
         ("lora", "lora", 2),
@@ -127,7 +139,7 @@ def test_a_spec_round_trips_through_json():
         "timeout_s",
     }
     sweep = RunSpec(preset="gpt2_tiny", kind="sweep", ranks=[1, 8], rank=None, modes=["lora"])
-    assert set(sweep.config()) == SWEEP_CONFIG_0_1_0
+    assert set(sweep.config()) == SWEEP_CONFIG_0_1_0 | {"keep_data", "eval_documents"}
     assert [run.name for run in sweep.runs()] == ["lora_rank_1", "lora_rank_8"]
     # A benchmark's own kind, with its own runs, records what a comparison records.
     levers = RunSpec(preset="gpt2_tiny", kind="levers")

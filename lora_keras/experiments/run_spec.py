@@ -82,8 +82,9 @@ class RunSpec:
     )
     data: str = _setting(
         "embedded",
-        "embedded (shipped, offline), reddit_tifu (TFDS download) or a path to a .txt "
-        "file, a .jsonl file or a folder of them",
+        "embedded (shipped, offline; embedded:FAMILY for one of its six families, e.g. "
+        "embedded:recipe), reddit_tifu (TFDS download) or a path to a .txt file, a .jsonl "
+        "file or a folder of them",
     )
     modes: tuple = _setting(
         ("full", "lora"),
@@ -97,7 +98,8 @@ class RunSpec:
     batch_size: int = _setting(4, "sequences a training step", type=int)
     sequence_length: int = _setting(
         128,
-        "tokens a sequence, at most the preset's positions (1024 for GPT-2, 512 gpt2_tiny)",
+        "tokens a sequence, at most the preset's positions (1024 for GPT-2, 512 gpt2_tiny, "
+        "256 gpt2_mini)",
         type=int,
     )
     rank: int | None = _setting(

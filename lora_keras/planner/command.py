@@ -38,15 +38,21 @@ def add_plan_command(commands, **common):
     )
     parser.add_argument("--batch-size", type=int, default=4, help="sequences a training step")
     parser.add_argument("--sequence-length", type=int, default=128, help="tokens a sequence")
-    parser.add_argument("--backend", choices=BACKENDS, default="tensorflow")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="tensorflow", help="the Keras backend to plan for"
+    )
     parser.add_argument("--rank", type=int, default=4, help="LoRA's rank")
     parser.add_argument(
         "--targets", default="query,value", help="comma-separated projections LoRA wraps"
     )
-    parser.add_argument("--mixed-precision", choices=MIXED_PRECISION[1:], default=None)
-    parser.add_argument("--frozen-dtype", choices=FROZEN_DTYPES[1:], default=None)
-    parser.add_argument("--remat", action="store_true")
-    parser.add_argument("--chunked-loss", action="store_true")
+    parser.add_argument(
+        "--mixed-precision", choices=MIXED_PRECISION[1:], default=None, help="as compare's"
+    )
+    parser.add_argument(
+        "--frozen-dtype", choices=FROZEN_DTYPES[1:], default=None, help="as compare's"
+    )
+    parser.add_argument("--remat", action="store_true", help="as compare's")
+    parser.add_argument("--chunked-loss", action="store_true", help="as compare's")
     parser.add_argument("--jit-compile", action="store_true", help="XLA (changes JAX's plan)")
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--device", default=None, help=f"one of {', '.join(DEVICES)}")
