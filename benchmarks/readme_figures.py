@@ -18,6 +18,7 @@ from lora_keras.measure.units import format_bytes
 from lora_keras.mixlora.settings import MIXLORA_DEFAULTS
 from lora_keras.report.levers_markdown import goals_section
 from lora_keras.report.markdown import SUMMARY_COLUMNS, summary_cells
+from lora_keras.report.quality import quality_section
 from lora_keras.report.results import run_label
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -41,8 +42,8 @@ def _command(config, relative):
 
     A setting the command line has no flag for (`mixlora=` of `lk.compare`) follows in words.
     """
-    if config.get("kind") == "levers":
-        return f"python benchmarks/levers.py --out {relative}`"
+    if config.get("kind") in ("levers", "learn_forget"):
+        return f"python benchmarks/{config['kind']}.py --out {relative}`"
     kind = config.get("kind", "compare")
     runner = compare if kind == "compare" else sweep
     subcommand = build_parser()._subparsers._group_actions[0].choices[kind]
@@ -109,6 +110,11 @@ def _compare_section(folder, level="###"):
     )
     vs_lora = _vs_lora(results["runs"])
     goals = goals_section(results["runs"])
+    quality = quality_section(results)
+    if quality:  # its heading, a level below this section's
+        quality = quality.replace("## ", f"{level}# ", 1)
+        if (folder / "learn_forget.png").exists():
+            quality += f"\n\n![learned against forgot]({relative}/learn_forget.png)"
     return "\n".join(
         [
             f"{level} `{_command(config, relative)} ({results['created']})",
@@ -123,6 +129,7 @@ def _compare_section(folder, level="###"):
             "",
             *([f"Against LoRA in the same run: {'; '.join(vs_lora)}.", ""] if vs_lora else []),
             *([goals.replace("## Goals\n", "Goals:"), ""] if goals else []),
+            *([quality, ""] if quality else []),
             f"Full report with plots: [{relative}/report.md]({relative}/report.md).",
         ]
     )
