@@ -25,9 +25,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from lora_keras.levers.options import options_label  # noqa: E402
-from lora_keras.measure.units import format_bytes  # noqa: E402
 from lora_keras.planner import framework as frameworks  # noqa: E402
 from lora_keras.planner.from_results import predict_run, run_configuration  # noqa: E402
+from lora_keras.units import format_bytes  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 RESULTS = os.path.join(ROOT, "benchmarks", "results")

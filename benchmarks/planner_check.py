@@ -17,8 +17,8 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from lora_keras.measure.units import format_bytes  # noqa: E402
 from lora_keras.planner.predict import predict_peak  # noqa: E402
+from lora_keras.units import format_bytes  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 PREDICTIONS = os.path.join(RESULTS, "planner-check-predictions.json")

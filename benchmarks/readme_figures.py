@@ -14,12 +14,12 @@ from lora_keras.backends import BACKENDS
 from lora_keras.cli import build_parser
 from lora_keras.experiments import compare, sweep
 from lora_keras.io_utils import atomic_write_text
-from lora_keras.measure.units import format_bytes
 from lora_keras.mixlora.settings import MIXLORA_DEFAULTS
 from lora_keras.report.levers_markdown import goals_section
 from lora_keras.report.markdown import SUMMARY_COLUMNS, summary_cells
 from lora_keras.report.quality import quality_section
 from lora_keras.report.results import run_label
+from lora_keras.units import format_bytes
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

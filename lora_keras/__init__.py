@@ -62,7 +62,7 @@ _EXPORTS = {
     "explain_estimate": "lora_keras.measure.estimate_text",
     "stored_weight_bytes": "lora_keras.measure.estimate",
     "memory_probe": "lora_keras.measure.memory",
-    "format_bytes": "lora_keras.measure.units",
+    "format_bytes": "lora_keras.units",
     "apply_mixlora": "lora_keras.mixlora.apply",
     "expert_loads": "lora_keras.mixlora.apply",
     "GPT2_ARCHITECTURES": "lora_keras.models",

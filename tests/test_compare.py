@@ -133,7 +133,7 @@ def test_an_unknown_mode_in_a_spec_is_refused():
     from lora_keras.experiments.train_one import train_one
 
     with pytest.raises(ValueError, match="Unknown mode 'qlora9'. Known modes: full, lora"):
-        train_one(tiny_spec("x", mode="qlora9"))
+        train_one(*read_job(tiny_spec("x", mode="qlora9")))
 
 
 def test_a_run_past_its_timeout_is_killed_and_recorded(tmp_path):

@@ -11,6 +11,7 @@ from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, randomize_lora
 from test_injection import lora_weights_per_target
 
 import lora_keras as lk
+from lora_keras.experiments.run_spec import read_job
 from lora_keras.experiments.train_one import MODES
 from lora_keras.measure.estimate import estimate_for_model
 from lora_keras.measure.estimate_text import explain_estimate
@@ -300,7 +301,7 @@ def test_train_one_measures_a_dora_run(tmp_path, monkeypatch):
     from lora_keras.experiments.train_one import train_one
 
     monkeypatch.setenv("LORA_KERAS_CACHE", str(tmp_path))
-    record = train_one(tiny_spec("dora", mode="dora"))
+    record = train_one(*read_job(tiny_spec("dora", mode="dora")), verbose=0)
     assert (record["status"], record["mode"], record["rank"]) == ("ok", "dora", 2)
     # gpt2_tiny: 4 blocks, query and value each (128, 4, 32): A, B at rank 2, 4 x 32 magnitudes.
     assert record["trainable_params"] == 4 * 2 * (128 * 2 + 2 * 4 * 32 + 4 * 32)

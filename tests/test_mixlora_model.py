@@ -13,6 +13,7 @@ from layer_test_case import count
 
 import lora_keras as lk
 import lora_keras.mixlora.apply
+from lora_keras.experiments.run_spec import read_job
 from lora_keras.experiments.train_one import train_one
 from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.report.expert_loads import expert_loads_figure
@@ -301,7 +302,7 @@ def test_mixlora_run_records_settings_and_loads(tmp_path, monkeypatch):
         "sample_prompts": [],
         "verbose": 0,
     }
-    record = train_one(spec)
+    record = train_one(*read_job(spec), verbose=0)
     assert record["mixlora"] == dict(lk.mixlora.MIXLORA_DEFAULTS, num_experts=4)
     assert record["rank"] == 8  # MixLoRA's rank, not compare's LoRA rank
     assert record["alpha"] == 16.0  # and its alpha

@@ -6,8 +6,8 @@ import matplotlib.figure
 import matplotlib.image
 import pytest
 
-from lora_keras.measure.units import format_bytes
 from lora_keras.report import write_report
+from lora_keras.units import format_bytes
 
 ENVIRONMENT = {
     "backend": "tensorflow",
@@ -325,7 +325,7 @@ def test_a_full_disk_while_plotting_keeps_results_and_says_what_failed(tmp_path,
 
 
 def test_seconds_read_as_milliseconds_under_one_second():
-    from lora_keras.measure.units import format_seconds
+    from lora_keras.units import format_seconds
 
     assert format_seconds(0.0078) == "7.8 ms"  # an H200 step
     assert format_seconds(0.9996) == "999.6 ms"

@@ -117,12 +117,12 @@ def evaluate_sets(lm, eval_sets, batch_size, sequence_length):
     return results, time.perf_counter() - start
 
 
-def train_one(spec, run=None, verbose=1):
+def train_one(spec, run, verbose=1):
     """Trains `run` of `spec` for `spec.steps` steps and measures it.
 
     Args:
-        spec: the `RunSpec` of the experiment; or, with `run` None, a child's file as read
-            from JSON (`lora_keras.experiments.run_spec.read_job`; a "verbose" there wins).
+        spec: the `RunSpec` of the experiment (a child reads it, and `run`, from its file with
+            `lora_keras.experiments.run_spec.read_job`).
         run: the `PlannedRun` to train: its mode, rank and options (the levers).
         verbose: Keras's `fit` verbosity.
 
@@ -134,7 +134,6 @@ def train_one(spec, run=None, verbose=1):
     from lora_keras.data import load_texts, make_lm_datasets, preprocessor_detached
     from lora_keras.experiments.environment import describe_environment
     from lora_keras.experiments.optimizer import tutorial_optimizer
-    from lora_keras.experiments.run_spec import read_job
     from lora_keras.levers import options as levers
     from lora_keras.levers.chunked_loss import ChunkedLossCausalLM
     from lora_keras.measure.callbacks import LossHistory, MemoryCallback, StepTimeCallback
@@ -145,9 +144,6 @@ def train_one(spec, run=None, verbose=1):
     from lora_keras.quality.heldout_data import keep_documents, split_heldout
     from lora_keras.summary import trainable_summary
 
-    if run is None:
-        verbose = spec.get("verbose", verbose)
-        spec, run = read_job(spec)
     options = run.options.to_json()
     # What the process holds before any model exists (on a CPU: Python, TensorFlow and
     # its thread pools): the floor under every measured peak, beside the estimate.

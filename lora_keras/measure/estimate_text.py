@@ -6,8 +6,8 @@ model. An estimate holds only the components that were the peak's: in the optimi
 phase, no activations but the logits still held.
 """
 
-from lora_keras.measure.units import format_bytes, format_share
 from lora_keras.planner.formula import ADAMW_SLOTS
+from lora_keras.units import format_bytes, format_share
 
 COMPONENT_NOTES = {
     "weights": (

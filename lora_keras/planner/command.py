@@ -3,11 +3,11 @@
 import json
 
 from lora_keras.levers.options import FROZEN_DTYPES, MIXED_PRECISION
-from lora_keras.measure.units import format_bytes
 from lora_keras.planner.counting import MODES
 from lora_keras.planner.devices import DEVICES
 from lora_keras.planner.framework import BACKENDS
 from lora_keras.planner.plan import frameworks_note, plan
+from lora_keras.units import format_bytes
 
 COLUMNS = (
     "weights",

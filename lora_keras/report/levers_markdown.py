@@ -14,8 +14,8 @@ from lora_keras.levers.options import (
     default_options,
     options_label,
 )
-from lora_keras.measure.units import format_bytes, format_seconds
 from lora_keras.report.results import measured_runs, run_label
+from lora_keras.units import format_bytes, format_seconds
 
 MISSING = "n/a"
 # The goals of issue 12: LoRA's best-memory peak against full fine-tuning's plain peak, and

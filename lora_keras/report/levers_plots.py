@@ -5,9 +5,9 @@ from matplotlib.figure import Figure
 
 from lora_keras.levers.options import options_label
 from lora_keras.measure.estimate_text import COMPONENT_NOTES
-from lora_keras.measure.units import byte_unit
 from lora_keras.report.levers_markdown import MEMORY_GOAL, SPEED_GOAL, has_levers
 from lora_keras.report.results import measured_runs, run_label
+from lora_keras.units import byte_unit
 
 CHECKPOINTS = ("after_imports", "model_built", "optimizer_built", "after_first_step", "peak")
 

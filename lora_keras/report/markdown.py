@@ -1,11 +1,11 @@
 """The report's Markdown, every number in it read from `results.json`."""
 
 from lora_keras.measure.estimate_text import explain_estimate
-from lora_keras.measure.units import format_bytes, format_seconds, format_share
 from lora_keras.report.expert_loads import mixlora_section
 from lora_keras.report.levers_markdown import checkpoints_lines, goals_section, levers_section
 from lora_keras.report.quality import quality_section
 from lora_keras.report.results import full_run, measured_runs, run_label, unfinished_runs
+from lora_keras.units import format_bytes, format_seconds, format_share
 
 MISSING = "n/a"
 SUMMARY_COLUMNS = (

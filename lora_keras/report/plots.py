@@ -14,11 +14,11 @@ from matplotlib.figure import Figure
 
 from lora_keras.io_utils import atomic_write_bytes
 from lora_keras.measure.estimate_text import COMPONENT_NOTES
-from lora_keras.measure.units import byte_unit
 from lora_keras.report.expert_loads import expert_loads_figure
 from lora_keras.report.levers_plots import checkpoints_figure, levers_figure
 from lora_keras.report.quality import learn_forget_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
+from lora_keras.units import byte_unit
 
 
 def draw_plots(results, folder):

@@ -12,8 +12,8 @@ import math
 import numpy as np
 from matplotlib.figure import Figure
 
-from lora_keras.measure.units import format_bytes, format_seconds
 from lora_keras.report.results import full_run, measured_runs, run_label
+from lora_keras.units import format_bytes, format_seconds
 
 EVAL_SETS = ("target", "keep")
 
