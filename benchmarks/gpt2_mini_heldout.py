@@ -14,18 +14,12 @@ import platform
 import sys
 import time
 
+from lora_keras.host import describe_host
+
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "benchmarks", "results", "gpt2-mini", "heldout.json")
-
-
-def _cpu_model():
-    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 def _never_a_pretraining_target(preprocessor, pretrain, documents, sequence_length):
@@ -99,7 +93,7 @@ def main(argv=None):
         "evaluation_seconds": round(time.perf_counter() - start, 1),
         "pretraining": {key: record[key] for key in ("seed", "steps", "batch_size", "seconds")},
         "environment": {
-            "cpu": _cpu_model(),
+            **describe_host(),
             "cpu_count": os.cpu_count(),
             "backend": keras.backend.backend(),
             "keras": keras.__version__,

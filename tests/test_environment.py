@@ -3,7 +3,7 @@
 import importlib
 
 import lora_keras as lk
-from lora_keras.experiments import environment
+from lora_keras import host as host_module
 from lora_keras.experiments.native_precision import half_precision_warnings
 from lora_keras.experiments.run_spec import PlannedRun
 from lora_keras.levers.options import Options
@@ -24,8 +24,8 @@ GRAVITON = "processor\t: 0\nFeatures\t: fp asimd asimdhp sve bf16 i8mm\n"
 def host(cpuinfo, tmp_path, monkeypatch):
     path = tmp_path / "cpuinfo"
     path.write_text(cpuinfo)
-    monkeypatch.setattr(environment.platform, "system", lambda: "Linux")
-    model, features = environment._cpu(str(path))
+    monkeypatch.setattr(host_module.platform, "system", lambda: "Linux")
+    model, features = host_module._cpu(str(path))
     return {"cpu_model": model, "cpu_features": features, "gpus": []}
 
 
@@ -42,7 +42,7 @@ def test_the_cpu_model_and_the_instruction_sets_are_read_from_cpuinfo(tmp_path, 
         "bf16",
         "i8mm",
     ]
-    here = environment.describe_host()  # this machine, whatever it is
+    here = host_module.describe_host()  # this machine, whatever it is
     assert isinstance(here["cpu_model"], str) and isinstance(here["gpus"], list)
 
 
@@ -103,4 +103,4 @@ def test_run_specs_records_the_host_and_the_warnings(tmp_path, monkeypatch):
     spec = lk.RunSpec(preset="gpt2_tiny", weights="random", modes=("lora",))
     results = runner.run_specs(spec, spec.runs(), str(tmp_path), warnings=["warning: x"])
     assert results["warnings"] == ["warning: x"]
-    assert results["environment"]["cpu_model"] == environment.describe_host()["cpu_model"]
+    assert results["environment"]["cpu_model"] == host_module.describe_host()["cpu_model"]

@@ -10,9 +10,9 @@ import errno
 import os
 import time
 
-from lora_keras.experiments.environment import describe_host
 from lora_keras.experiments.isolated_run import run_isolated
 from lora_keras.experiments.signals import Interrupted, stop_on_signals
+from lora_keras.host import describe_host
 from lora_keras.io_utils import atomic_write_bytes, atomic_write_json
 
 

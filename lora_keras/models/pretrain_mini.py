@@ -22,6 +22,7 @@ import keras_hub
 import numpy as np
 
 from lora_keras.data.corpus_split import HELDOUT_PER_FAMILY, PER_FAMILY, corpus_split
+from lora_keras.host import describe_host
 from lora_keras.models import shipped_preset
 from lora_keras.models.architectures import GPT2_ARCHITECTURES, GPT2_MINI_HELDOUT_FAMILY
 from lora_keras.models.tokenizer import train_bpe
@@ -108,17 +109,6 @@ def pretrain_mini(
     return lm, losses
 
 
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(shipped_preset.shipped_folder(PRESET)))
@@ -160,7 +150,7 @@ def main(argv=None):
         },
         "seconds": round(seconds, 1),
         "environment": {
-            "cpu": _cpu_model(),
+            **describe_host(),
             "cpu_count": os.cpu_count(),
             "backend": keras.backend.backend(),
             "keras": keras.__version__,

@@ -67,7 +67,7 @@ def _title(results):
 
 
 # The instruction sets a reader needs to tell whether the figures apply to their CPU: what
-# changes a precision lever's effect (`lora_keras.experiments.environment.CPU_FEATURES`).
+# changes a precision lever's effect (`lora_keras.host.CPU_FEATURES`).
 _SAID_FEATURES = {
     "avx2": "AVX2",
     "fma": "FMA",
