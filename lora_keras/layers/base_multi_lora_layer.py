@@ -7,7 +7,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from lora_keras.layers.adapter_routing import AdapterRouting
+from lora_keras.layers.adapter_routing import AdapterRouting, check_adapter_ids
 from lora_keras.layers.base_lora_layer import A_INITIALIZERS, adapter_policy, check_alpha
 from lora_keras.layers.base_nf4_layer import BaseNF4Layer
 from lora_keras.layers.multi_lora_equations import multi_lora_equations
@@ -75,13 +75,17 @@ class BaseMultiLoraLayer(keras.layers.Layer):
         dropout: float. Dropout on the low-rank branch's input, shared.
         a_init: how each adapter's A starts: "lora" or "he_uniform" (see
             `lk.BaseLoraLayer`); only its own `rank` columns.
+        max_rank: int, the padded rank shared by the adapters: at least the
+            largest rank (the default), so an adapter loaded later may be larger.
         **kwargs: standard `keras.layers.Layer` arguments such as `name`.
     """
 
     variant = "lora"
     ADAPTER_WEIGHT_NAMES = ("lora_kernel_a", "lora_kernel_b")
 
-    def __init__(self, original_layer, adapters=(), dropout=0.0, a_init="lora", **kwargs):
+    def __init__(
+        self, original_layer, adapters=(), dropout=0.0, a_init="lora", max_rank=None, **kwargs
+    ):
         kwargs.setdefault("name", f"{original_layer.name}_multi_lora")
         kwargs.setdefault("dtype", adapter_policy(original_layer.dtype_policy))
         super().__init__(**kwargs)
@@ -105,11 +109,17 @@ class BaseMultiLoraLayer(keras.layers.Layer):
         self.original_layer = original_layer
         self.dropout = float(dropout)
         self.a_init = a_init
-        self.max_rank = max(a["rank"] for a in self.adapters)
+        largest = max(a["rank"] for a in self.adapters)
+        if max_rank is not None and (int(max_rank) != max_rank or max_rank < largest):
+            raise ValueError(
+                f"max_rank must be an integer of at least the largest rank ({largest}), got "
+                f"max_rank={max_rank!r}."
+            )
+        self.max_rank = largest if max_rank is None else int(max_rank)
         self.dropout_layer = (
             keras.layers.Dropout(self.dropout, name="lora_dropout") if self.dropout else None
         )
-        self.routing = AdapterRouting()
+        self.routing = AdapterRouting(self.adapter_names)
         if original_layer.built:
             self.build(None)
         # Frozen last, once every check has passed: a refused wrapper changes nothing.
@@ -195,6 +205,8 @@ class BaseMultiLoraLayer(keras.layers.Layer):
                 f"({', '.join(self.adapter_names)}) and needs to know which one each example "
                 "uses: pass `adapter_ids` (int32, one per example) to the model's inputs."
             )
+        if adapter_ids is not None:
+            check_adapter_ids(adapter_ids, self.adapter_names)
         return ops.reshape(ops.cast(ids, "int32"), (-1,))  # (batch,)
 
     def call(self, inputs, adapter_ids=None, training=None):
@@ -269,6 +281,7 @@ class BaseMultiLoraLayer(keras.layers.Layer):
                 "adapters": [dict(a) for a in self.adapters],
                 "dropout": self.dropout,
                 "a_init": self.a_init,
+                "max_rank": self.max_rank,
             }
         )
         return config
