@@ -6,10 +6,12 @@ attributes. Keeping that knowledge here means a KerasHub release that renames
 them breaks one module, and `check_layout` says so in words instead of an
 `AttributeError` deep inside training.
 
-Every method (`lora_keras.lora`, `lora_keras.qlora`, `lora_keras.mixlora`) finds
-its layers with the lookups here, freezes with `freeze_all_but_adapters`, and
-records itself in the config of `AdaptedGPT2Backbone` through a section it
-registers (`register_section`): a backbone's class changes here and nowhere else.
+Every method (`lora_keras.lora`, `lora_keras.qlora`, `lora_keras.mixlora`,
+`lora_keras.multi_lora`) finds its layers with the lookups here, freezes with
+`freeze_all_but_adapters`, and records itself in the config of `AdaptedGPT2Backbone`
+through a section it registers (`register_section`): a backbone's class changes here
+and nowhere else, as does a task model's (`MultiAdapterGPT2CausalLM`, which takes
+`adapter_ids` and overrides KerasHub's `call` and `generate_step` to hand them over).
 """
 
 import collections
