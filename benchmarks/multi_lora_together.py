@@ -88,11 +88,15 @@ def _train(lm, batch_of_step, steps):
     return times
 
 
-def _compile(lm):
+def _compile(lm, optimizer):
     import keras
 
+    optimizers = {
+        "adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.01),
+        "sgd": lambda: keras.optimizers.SGD(0.1),
+    }
     lm.compile(
-        optimizer=keras.optimizers.AdamW(1e-3, weight_decay=0.01),
+        optimizer=optimizers[optimizer](),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
 
@@ -111,7 +115,7 @@ def run_together(args):
             own = layer.get_adapter(k)
             own["lora_kernel_a"] = _initial_a(own["lora_kernel_a"].shape, k)
             layer.set_adapter(k, own, rank, 2.0 * rank)
-    _compile(lm)
+    _compile(lm, args.optimizer)
 
     def batch_of_step(step):
         parts = [_batches(args, k, step) for k in range(len(ranks))]
@@ -133,7 +137,7 @@ def run_alone(args, k):
     rank = RANKS[k]
     for layer in lk.apply_lora(lm, rank=rank, alpha=2.0 * rank):
         layer.lora_kernel_a.assign(_initial_a(tuple(layer.lora_kernel_a.shape), k))
-    _compile(lm)
+    _compile(lm, args.optimizer)
 
     def batch_of_step(step):
         x, y = _batches(args, k, step)
@@ -169,7 +173,7 @@ def child(args):
 
 def _spawn(args, which):
     command = [sys.executable, __file__, "--child", which]
-    for name in ("preset", "adapters", "batch_size", "sequence_length", "steps"):
+    for name in ("preset", "adapters", "batch_size", "sequence_length", "steps", "optimizer"):
         command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
@@ -198,7 +202,7 @@ def main(args):
     import keras
 
     results = {
-        "config": {**vars(args), "ranks": list(RANKS[: args.adapters]), "optimizer": "AdamW"},
+        "config": {**vars(args), "ranks": list(RANKS[: args.adapters])},
         "environment": {
             "backend": keras.backend.backend(),
             "keras": keras.__version__,
@@ -235,6 +239,7 @@ if __name__ == "__main__":
     parser.add_argument("--batch-size", type=int, default=4, help="sequences per adapter a step")
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parsed = parser.parse_args()

@@ -122,18 +122,24 @@ def test_an_adapter_without_examples_gets_no_update():
         assert not np.array_equal(new[1], old[1])
 
 
-def test_training_together_equals_training_each_alone(tmp_path):
-    """With `adapter_sample_weight`, each adapter's steps are its separate run's."""
+@pytest.mark.parametrize(
+    "optimizer",
+    [lambda: keras.optimizers.SGD(0.5), lambda: keras.optimizers.AdamW(1e-2, weight_decay=0.1)],
+    ids=["sgd", "adamw"],
+)
+def test_training_together_equals_training_each_alone(tmp_path, optimizer):
+    """With `adapter_sample_weight`, each adapter's steps are its separate run's: Adam too,
+    whose per-element state would differ if the stacked weights' gradient were sparse."""
     lm = multi_lm()
     ids = np.array([1, 0, 1, 1], "int32")  # unequal shares: 1 example of small, 3 of big
     x, y = batch(ids=ids, seed=3)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     singles = {name: alone(name, lm, tmp_path) for name in adapter_names(lm)}
-    lm.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+    lm.compile(optimizer=optimizer(), loss=loss)
     weights = adapter_sample_weight(ids, x["padding_mask"])
     together = [lm.train_on_batch(x, y, sample_weight=weights) for _ in range(3)]
     for k, single in enumerate(singles.values()):
-        single.compile(optimizer=keras.optimizers.SGD(0.5), loss=loss)
+        single.compile(optimizer=optimizer(), loss=loss)
         own = plain_inputs({key: value[ids == k] for key, value in x.items()})
         for _ in range(3):
             single.train_on_batch(own, y[ids == k])

@@ -50,7 +50,7 @@ class BaseMultiLoraLayer(keras.layers.Layer):
     `activation(x W + b + scaling[k] * ((x A[k]) * mask[k]) B[k])`. The frozen
     projection runs once for the whole batch; A and B are stacked over the
     adapters and taken at each example's id, so the low-rank branch costs what
-    one adapter of the largest rank costs. The gradient of a gathered weight
+    one adapter of the largest rank costs. The gradient of a taken weight
     lands on the rows taken: an adapter with no example in a batch gets exactly
     zero gradient, and each adapter's weights see only its own examples.
 
@@ -216,19 +216,31 @@ class BaseMultiLoraLayer(keras.layers.Layer):
         lora_inputs = inputs
         if self.dropout_layer is not None and training:
             lora_inputs = self.dropout_layer(inputs, training=training)
-        a = ops.take(self.lora_kernel_a, ids, axis=0)  # (batch, *input_dims, rank)
+        a = self._per_example(self.lora_kernel_a, ids)  # (batch, *input_dims, rank)
         low_rank = ops.einsum(self.equations.input_times_a, lora_inputs, a)  # (batch, ..., rank)
         scales = ops.take(self.adapter_scales, ids, axis=0)  # (batch, rank)
         middle = (1,) * (len(low_rank.shape) - 2)
         scales = ops.reshape(scales, (-1, *middle, self.max_rank))
         low_rank = ops.multiply(low_rank, ops.cast(scales, low_rank.dtype))
-        b = ops.take(self.lora_kernel_b, ids, axis=0)  # (batch, rank, *output_dims)
+        b = self._per_example(self.lora_kernel_b, ids)  # (batch, rank, *output_dims)
         outputs = ops.add(outputs, ops.einsum(self.equations.low_rank_times_b, low_rank, b))
         if layer.bias is not None:
             outputs = ops.add(outputs, layer.bias)
         if layer.activation is not None:
             outputs = layer.activation(outputs)
         return outputs
+
+    def _per_example(self, variable, ids):
+        """`variable[ids]`, as a one-hot product so that the gradient is a dense tensor.
+
+        TensorFlow's gather gives the gradient as IndexedSlices, one slice per example;
+        Adam's sparse update then squares each slice apart (`sum g_i^2`, not `(sum g_i)^2`)
+        and steps an adapter differently from its separate run. The product is exact (ones
+        and zeros) and costs `batch * adapters * size`, small beside the frozen matmul.
+        """
+        flat = ops.reshape(variable, (len(self.adapters), -1))  # (adapters, size)
+        one_hot = ops.one_hot(ids, len(self.adapters), dtype=flat.dtype)  # (batch, adapters)
+        return ops.reshape(ops.matmul(one_hot, flat), (-1, *variable.shape[1:]))
 
     def adapter_weights(self):
         """`{name: variable}` of the stacked weights that train."""
