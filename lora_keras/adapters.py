@@ -8,10 +8,15 @@ import h5py
 import numpy as np
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.gpt2_surgery import lora_layers, mixlora_layers
+from lora_keras.gpt2_surgery import lora_layers, mixlora_layers, multi_lora_layers
 from lora_keras.io_utils import atomic_write_bytes
 from lora_keras.lora import VARIANTS, apply_lora, lora_settings
 from lora_keras.mixlora.adapter_file import check_mixture, load_mixture, read_mixture, write_mixture
+from lora_keras.multi_lora.adapter_file import (
+    adapter_groups,
+    check_adapter_file,
+    set_adapter_weights,
+)
 
 ADAPTER_FORMAT = "lora_keras.adapter"
 # Version 2 names the variant that wrote the file (DoRA files also hold magnitudes), so a
@@ -26,7 +31,7 @@ def _architecture(backbone):
     return {field: int(getattr(backbone, field)) for field in _ARCHITECTURE_FIELDS}
 
 
-def save_adapter(model, path):
+def save_adapter(model, path, adapter=None):
     """Writes the LoRA weights of `model` to an HDF5 file, whole or not at all.
 
     Each layer's `lora_kernel_a` and `lora_kernel_b` (and a DoRA layer's
@@ -36,27 +41,46 @@ def save_adapter(model, path):
     `load_adapter` can refuse a file that does not fit. A merged model saves
     the same adapter as an unmerged one.
 
+    A model holding several adapters (`lk.apply_multi_lora`) writes the one named
+    `adapter`, at its own rank, into the same file a model with that adapter alone writes.
+
     Args:
         model: a KerasHub GPT-2 holding LoRA layers.
         path: where to write, conventionally `name.lora.h5`.
+        adapter: the adapter's name, for a model holding several (and only then).
     """
+    if adapter is not None or multi_lora_layers(model):
+        settings, groups = adapter_groups(model, adapter)
+        _write(path, model, settings, groups, mixture=False)
+        return
     wrapped = lora_layers(model)
     mixture = mixlora_layers(model)
     if not wrapped and not mixture:
         raise ValueError("Cannot save an adapter: this model has no LoRA or MixLoRA layers.")
-    backbone = surgery.find_backbone(model)
+    groups = {
+        layer_path: (
+            tuple(layer.original_layer.kernel.shape),
+            {name: np.asarray(v.numpy()) for name, v in layer.adapter_weights().items()},
+        )
+        for layer_path, layer in wrapped.items()
+    }
+    # settings are null when the model has MixLoRA only
+    _write(path, model, lora_settings(wrapped) if wrapped else None, groups, bool(mixture))
+
+
+def _write(path, model, settings, groups, mixture):
+    """Writes the file: settings, architecture, `{layer path: (kernel shape, weights)}`."""
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as file:
         file.attrs["format"] = ADAPTER_FORMAT
         file.attrs["version"] = ADAPTER_VERSION
-        # null when the model has MixLoRA only
-        file.attrs["settings"] = json.dumps(lora_settings(wrapped) if wrapped else None)
-        file.attrs["architecture"] = json.dumps(_architecture(backbone))
-        for layer_path, layer in wrapped.items():
+        file.attrs["settings"] = json.dumps(settings)
+        file.attrs["architecture"] = json.dumps(_architecture(surgery.find_backbone(model)))
+        for layer_path, (kernel_shape, weights) in groups.items():
             group = file.create_group(layer_path)
-            group.attrs["kernel_shape"] = tuple(layer.original_layer.kernel.shape)
-            for name, variable in layer.adapter_weights().items():
-                group[name] = np.asarray(variable.numpy())
+            group.attrs["kernel_shape"] = kernel_shape
+            for name, array in weights.items():
+                group[name] = array
         if mixture:
             write_mixture(file, model)
     atomic_write_bytes(path, buffer.getvalue())
@@ -185,7 +209,7 @@ def _check_settings(settings, wrapped):
             )
 
 
-def load_adapter(model, path):
+def load_adapter(model, path, adapter=None):
     """Loads LoRA weights saved by `save_adapter`, checking that they fit.
 
     If `model` has no LoRA yet, LoRA is first applied with the file's settings.
@@ -195,9 +219,14 @@ def load_adapter(model, path):
     Args:
         model: a KerasHub `GPT2CausalLM` or `GPT2Backbone`.
         path: an adapter file.
+        adapter: the adapter's name, for a model holding several (and only then).
 
     A file holding a MixLoRA mixture (routers and experts) puts it in place the
     same way.
+
+    A model holding several adapters (`lk.apply_multi_lora`) loads the file into the
+    one named `adapter`: a LoRA file on the same targets, of a rank up to the model's
+    padded rank; the adapter takes the file's rank and alpha.
 
     Returns:
         The adapter's LoRA settings (rank, alpha, dropout, rslora, targets, variant),
@@ -205,6 +234,11 @@ def load_adapter(model, path):
     """
     settings, architecture, layers, mixture = _read(path)
     _check_architecture(architecture, model)
+    if adapter is not None or multi_lora_layers(model):
+        index = check_adapter_file(model, adapter, settings, mixture)
+        _check_layers(settings, layers, model)  # all checks before the model changes
+        set_adapter_weights(model, index, settings, layers)
+        return settings
     if mixture is not None:
         check_mixture(mixture, model)
     if settings is None:  # MixLoRA only

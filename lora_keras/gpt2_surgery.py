@@ -6,10 +6,12 @@ attributes. Keeping that knowledge here means a KerasHub release that renames
 them breaks one module, and `check_layout` says so in words instead of an
 `AttributeError` deep inside training.
 
-Every method (`lora_keras.lora`, `lora_keras.qlora`, `lora_keras.mixlora`) finds
-its layers with the lookups here, freezes with `freeze_all_but_adapters`, and
-records itself in the config of `AdaptedGPT2Backbone` through a section it
-registers (`register_section`): a backbone's class changes here and nowhere else.
+Every method (`lora_keras.lora`, `lora_keras.qlora`, `lora_keras.mixlora`,
+`lora_keras.multi_lora`) finds its layers with the lookups here, freezes with
+`freeze_all_but_adapters`, and records itself in the config of `AdaptedGPT2Backbone`
+through a section it registers (`register_section`): a backbone's class changes here
+and nowhere else, as does a task model's (`MultiAdapterGPT2CausalLM`, which takes
+`adapter_ids` and overrides KerasHub's `call` and `generate_step` to hand them over).
 """
 
 import collections
@@ -17,7 +19,8 @@ import collections
 import keras
 import keras_hub
 
-from lora_keras.layers import BaseLoraLayer, BaseNF4Layer, MixLoraFeedForward
+from lora_keras.layers import BaseLoraLayer, BaseMultiLoraLayer, BaseNF4Layer, MixLoraFeedForward
+from lora_keras.layers.adapter_routing import check_adapter_ids
 from lora_keras.targets import TARGETS, check_targets  # noqa: F401  (used as surgery.check_targets)
 
 # target name -> (attribute of the block holding the layer, or None for the
@@ -67,7 +70,13 @@ def check_layout(backbone):
                     "Install a keras-hub version listed in requirements.txt, or update "
                     "lora_keras/gpt2_surgery.py."
                 ) from error
-            expected = (keras.layers.EinsumDense, keras.layers.Dense, BaseLoraLayer, BaseNF4Layer)
+            expected = (
+                keras.layers.EinsumDense,
+                keras.layers.Dense,
+                BaseLoraLayer,
+                BaseMultiLoraLayer,
+                BaseNF4Layer,
+            )
             if target in FEEDFORWARD_TARGETS and get_mixture(block):
                 # `set_mixture` put the block at ffn_in and an Identity at ffn_out.
                 expected = (MixLoraFeedForward, keras.layers.Identity)
@@ -151,6 +160,11 @@ def lora_layers(model):
     return _layers_at_targets(model, lambda layer: isinstance(layer, BaseLoraLayer))
 
 
+def multi_lora_layers(model):
+    """The multi-adapter LoRA wrappers in `model` (`lk.apply_multi_lora`), keyed by path."""
+    return _layers_at_targets(model, lambda layer: isinstance(layer, BaseMultiLoraLayer))
+
+
 def nf4_layers(model):
     """The NF4 layers of `model`'s transformer blocks (under LoRA or not), keyed by path."""
     return {
@@ -166,7 +180,7 @@ def _layers_at_targets(model, keep, frozen=False):
     for index, block in enumerate(backbone.transformer_layers):
         for target in TARGETS:
             layer = get_layer(block, target)
-            if frozen and isinstance(layer, BaseLoraLayer):
+            if frozen and isinstance(layer, (BaseLoraLayer, BaseMultiLoraLayer)):
                 layer = layer.original_layer  # the layer holding the frozen kernel
             if keep(layer):
                 found[layer_path(index, target)] = layer
@@ -193,8 +207,13 @@ def mixlora_layers(model):
 
 
 def freeze_all_but_adapters(backbone):
-    """Makes the LoRA weights and the MixLoRA routers and experts the only trainable weights."""
-    adapters = [*lora_layers(backbone).values(), *mixlora_layers(backbone).values()]
+    """Makes the LoRA weights (one adapter or many) and the MixLoRA routers and experts the only
+    trainable weights."""
+    adapters = [
+        *lora_layers(backbone).values(),
+        *mixlora_layers(backbone).values(),
+        *multi_lora_layers(backbone).values(),
+    ]
     adapter_ids = {id(v) for layer in adapters for v in layer.adapter_weights().values()}
     for variable in backbone.weights:
         variable.trainable = id(variable) in adapter_ids
@@ -217,13 +236,15 @@ def forget_traced_functions(model):
 # --- The one adapted backbone ----------------------------------------------------------------
 
 # The sections an adapted backbone's config may carry, in the order `from_config` restores
-# them: NF4 kernels first (LoRA wraps them), then LoRA, then MixLoRA (independent of LoRA).
-SECTION_NAMES = ("nf4", "lora", "mixlora")
+# them: NF4 kernels first (LoRA wraps them), then LoRA, then MixLoRA (independent of LoRA), then
+# many adapters (which wrap NF4 kernels too, and exclude LoRA and MixLoRA).
+SECTION_NAMES = ("nf4", "lora", "mixlora", "multi_lora")
 # Where each section is registered: the method that writes it, for the error that names it.
 SECTION_OWNERS = {
     "nf4": "lora_keras.qlora",
     "lora": "lora_keras.lora",
     "mixlora": "lora_keras.mixlora.apply",
+    "multi_lora": "lora_keras.multi_lora.apply",
 }
 _SECTIONS = {}
 
@@ -315,3 +336,106 @@ class NF4GPT2Backbone(AdaptedGPT2Backbone):
 @keras.saving.register_keras_serializable(package="lora_keras")
 class MixLoraGPT2Backbone(AdaptedGPT2Backbone):
     """What lora_keras 0.1.0 called a backbone with MixLoRA (and LoRA): an `AdaptedGPT2Backbone`."""
+
+
+# --- Many adapters: the task model that takes `adapter_ids` ---------------------------------
+
+
+def refuse_if_multi_lora(model, action, reason):
+    """Raises, naming `action` and `reason`, if `model` holds several adapters (m-LoRA)."""
+    layers = multi_lora_layers(model)
+    if layers:
+        names = next(iter(layers.values())).adapter_names
+        raise ValueError(
+            f"Cannot {action}: this model holds several LoRA adapters ({', '.join(names)}) "
+            f"on one frozen base (`lk.apply_multi_lora`), and {reason} Save each adapter with "
+            "`lk.save_adapter(model, path, adapter=NAME)` and load it into its own model."
+        )
+
+
+def check_multi_adapter_lm(model):
+    """Refuses a model that cannot become a `MultiAdapterGPT2CausalLM`: a backbone, a subclass."""
+    if type(model) not in (keras_hub.models.GPT2CausalLM, MultiAdapterGPT2CausalLM):
+        raise ValueError(
+            "Several adapters need a `keras_hub.models.GPT2CausalLM`, whose inputs gain "
+            f"'adapter_ids' and hand them to the layers; got {type(model).__name__}. Build "
+            "one around the backbone: `keras_hub.models.GPT2CausalLM(backbone, "
+            "preprocessor=None)`."
+        )
+
+
+def settle_multi_adapter_lm(model):
+    """Makes a `GPT2CausalLM` with several adapters a `MultiAdapterGPT2CausalLM`."""
+    check_multi_adapter_lm(model)
+    model.__class__ = MultiAdapterGPT2CausalLM
+
+
+@keras.saving.register_keras_serializable(package="lora_keras")
+class MultiAdapterGPT2CausalLM(keras_hub.models.GPT2CausalLM):
+    """A `GPT2CausalLM` holding several LoRA adapters, whose inputs also take `adapter_ids`.
+
+    `adapter_ids` (int32, one per sequence) says which adapter each sequence
+    uses: its position in the dict `lk.apply_multi_lora` was given
+    (`lk.adapter_names(model)`). The model hands them to its multi-LoRA layers
+    for the length of each call (`AdapterRouting`), in `call`, `fit`, `predict`,
+    `evaluate` and `generate` alike; the rest is KerasHub's. `lk.apply_multi_lora`
+    makes a model this class; it is never built directly.
+    """
+
+    def _routing(self):
+        return next(iter(multi_lora_layers(self).values())).routing
+
+    def _split_ids(self, inputs):
+        """`(inputs without adapter_ids, adapter_ids)`, or a ValueError naming the adapters."""
+        if not isinstance(inputs, dict) or "adapter_ids" not in inputs:
+            names = self._routing().adapter_names
+            listed = ", ".join(f"{k}: {name!r}" for k, name in enumerate(names))
+            raise ValueError(
+                f"This model holds several adapters ({listed}): its inputs need "
+                "'adapter_ids' (int32, one per sequence) beside 'token_ids' and "
+                "'padding_mask', e.g. `{**x, 'adapter_ids': np.array([0, 1])}`."
+            )
+        rest = {key: value for key, value in inputs.items() if key != "adapter_ids"}
+        return rest, inputs["adapter_ids"]
+
+    def _check_data(self, x):
+        """Checks the `adapter_ids` of in-memory data before a traced loop hides their values."""
+        if isinstance(x, dict):
+            _, ids = self._split_ids(x)
+            check_adapter_ids(ids, self._routing().adapter_names)
+
+    def call(self, inputs, training=None, mask=None, **kwargs):
+        inputs, adapter_ids = self._split_ids(inputs)
+        if isinstance(mask, dict):
+            mask = {key: value for key, value in mask.items() if key != "adapter_ids"}
+        with self._routing().ids_for_call(adapter_ids):
+            return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def generate_step(self, inputs, stop_token_ids=None):
+        inputs, adapter_ids = self._split_ids(inputs)
+        with self._routing().ids_for_call(adapter_ids):
+            return super().generate_step(inputs, stop_token_ids=stop_token_ids)
+
+    def fit(self, x=None, *args, **kwargs):
+        self._check_data(x)
+        return super().fit(x, *args, **kwargs)
+
+    def evaluate(self, x=None, *args, **kwargs):
+        self._check_data(x)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        self._check_data(x)
+        return super().predict(x, *args, **kwargs)
+
+    def train_on_batch(self, x, *args, **kwargs):
+        self._check_data(x)
+        return super().train_on_batch(x, *args, **kwargs)
+
+    def test_on_batch(self, x, *args, **kwargs):
+        self._check_data(x)
+        return super().test_on_batch(x, *args, **kwargs)
+
+    def predict_on_batch(self, x):
+        self._check_data(x)
+        return super().predict_on_batch(x)

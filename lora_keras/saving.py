@@ -1,7 +1,8 @@
 """Loading a `.keras` file of any adapted GPT-2, whatever was imported before.
 
 A `.keras` file names `lora_keras>AdaptedGPT2Backbone`, and its config holds a section per method
-applied (`"nf4"`, `"lora"`, `"mixlora"`); each section is put back by its method's module.
+applied (`"nf4"`, `"lora"`, `"mixlora"`, `"multi_lora"`); each section is put back by its
+method's module.
 Importing this module imports them all, so Keras finds the class and every section loads.
 `import lora_keras` does the same when Keras is already loaded.
 """
@@ -10,6 +11,7 @@ import keras
 
 import lora_keras.lora  # noqa: F401  (registers the "lora" section)
 import lora_keras.mixlora.apply  # noqa: F401  (registers the "mixlora" section)
+import lora_keras.multi_lora.apply  # noqa: F401  (registers the "multi_lora" section)
 import lora_keras.qlora  # noqa: F401  (registers the "nf4" section)
 
 
@@ -17,7 +19,8 @@ def load_model(path, **kwargs):
     """`keras.saving.load_model`, with every lora_keras method ready to be put back.
 
     Args:
-        path: a `.keras` file, saved with LoRA, DoRA, QLoRA, MixLoRA or none of them.
+        path: a `.keras` file, saved with LoRA, DoRA, QLoRA, MixLoRA, several adapters
+            (`lk.apply_multi_lora`) or none of them.
         **kwargs: passed to `keras.saving.load_model` (`compile`, `safe_mode`, ...).
 
     Example:

@@ -18,6 +18,7 @@ def run_layer_test(
     expected_trainable,
     expected_non_trainable,
     tmp_path,
+    extra_inputs=None,
 ):
     """Checks weight counts, shapes, config and `.keras` round trips, and one fit step.
 
@@ -28,10 +29,13 @@ def run_layer_test(
         expected_trainable: number of trainable scalars.
         expected_non_trainable: number of frozen scalars.
         tmp_path: pytest's temporary folder.
+        extra_inputs: `{keyword: array}` the layer's call takes besides its input
+            (e.g. `adapter_ids`), each fed as one more model input.
     """
     layer = make_layer()
+    extra_inputs = extra_inputs or {}
     x = np.random.default_rng(0).normal(size=input_shape).astype("float32")
-    y = layer(x)
+    y = layer(x, **extra_inputs)
     assert tuple(y.shape) == tuple(expected_output_shape)
     assert count(layer.trainable_weights) == expected_trainable
     assert count(layer.non_trainable_weights) == expected_non_trainable
@@ -42,7 +46,9 @@ def run_layer_test(
 
     # A model holding the layer saves and loads as `.keras` with equal outputs.
     inputs = keras.Input(shape=input_shape[1:])
-    model = keras.Model(inputs, layer(inputs))
+    extra = {k: keras.Input(shape=v.shape[1:], dtype=v.dtype) for k, v in extra_inputs.items()}
+    model = keras.Model([inputs, *extra.values()] if extra else inputs, layer(inputs, **extra))
+    x = [x, *extra_inputs.values()] if extra_inputs else x
     path = tmp_path / f"{layer.name}.keras"
     model.save(path)
     restored = keras.saving.load_model(path)

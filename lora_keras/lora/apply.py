@@ -68,6 +68,9 @@ def apply_lora(
     backbone = surgery.find_backbone(model)
     surgery.check_layout(backbone)
     targets = surgery.check_targets(targets)
+    surgery.refuse_if_multi_lora(
+        backbone, "apply LoRA", "a model holds either one adapter or several, not both."
+    )
     if variant not in VARIANTS:
         raise ValueError(
             f"Unknown LoRA variant {variant!r}. Known variants: {', '.join(VARIANTS)}."

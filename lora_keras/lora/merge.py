@@ -4,6 +4,12 @@ from lora_keras import gpt2_surgery as surgery
 from lora_keras.gpt2_surgery import lora_layers
 from lora_keras.qlora import refuse_if_nf4
 
+# Why a model holding several adapters neither merges nor unwraps.
+_NO_SINGLE_UPDATE = (
+    "there is no single update to fold into the shared frozen kernels: each sequence uses "
+    "its own adapter."
+)
+
 
 def _require_lora(model, action):
     wrapped = lora_layers(model)
@@ -28,8 +34,9 @@ def merge_lora(model):
     """Folds every LoRA update into its frozen kernel: inference at the base cost.
 
     A QLoRA model (NF4 kernels) is refused: `lk.dequantize_nf4(model)` first gives a
-    float model, which merges.
+    float model, which merges. So is a model holding several adapters (`lk.apply_multi_lora`).
     """
+    surgery.refuse_if_multi_lora(model, "merge LoRA", _NO_SINGLE_UPDATE)
     _refuse_mixture(model, "merge")
     refuse_if_nf4(model, "merge_lora")
     for layer in _require_lora(model, "merge").values():
@@ -39,6 +46,7 @@ def merge_lora(model):
 
 def unmerge_lora(model):
     """Takes every merged LoRA update back out of its kernel, exactly."""
+    surgery.refuse_if_multi_lora(model, "unmerge LoRA", "it is never merged.")
     for layer in _require_lora(model, "unmerge").values():
         layer.unmerge()
     surgery.forget_traced_functions(model)
@@ -52,6 +60,7 @@ def unwrap_lora(model):
     model (NF4 kernels) is refused: `lk.dequantize_nf4(model)` first.
     """
     refuse_if_nf4(model, "unwrap_lora")
+    surgery.refuse_if_multi_lora(model, "unwrap LoRA", _NO_SINGLE_UPDATE)
     backbone = surgery.find_backbone(model)
     _refuse_mixture(backbone, "unwrap")
     wrapped = _require_lora(backbone, "unwrap")

@@ -57,6 +57,9 @@ def apply_mixlora(
     """
     backbone = surgery.find_backbone(model)
     surgery.check_layout(backbone)
+    surgery.refuse_if_multi_lora(
+        backbone, "apply MixLoRA", "MixLoRA beside several adapters is not supported yet."
+    )
     if variant not in VARIANTS:
         raise ValueError(f"Unknown MixLoRA variant '{variant}'. Known: {', '.join(VARIANTS)}.")
     if is_nf4_quantized(backbone):

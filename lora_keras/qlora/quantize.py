@@ -1,7 +1,7 @@
 """QLoRA's model side: store a GPT-2's block kernels as NF4, or bring them back to float."""
 
 from lora_keras import gpt2_surgery as surgery
-from lora_keras.gpt2_surgery import is_nf4_quantized, lora_layers, nf4_layers
+from lora_keras.gpt2_surgery import is_nf4_quantized, lora_layers, multi_lora_layers, nf4_layers
 from lora_keras.qlora.nf4_section import place_nf4_layers
 
 
@@ -44,6 +44,11 @@ def quantize_nf4(model, block_size=64, double_quant=True):
             "This model's block kernels are already stored as NF4: quantize once. To start "
             "from float kernels again, call `lk.dequantize_nf4(model)`."
         )
+    surgery.refuse_if_multi_lora(
+        backbone,
+        "quantize_nf4",
+        "QLoRA quantizes the frozen base first: `lk.quantize_nf4`, then `lk.apply_multi_lora`.",
+    )
     if lora_layers(backbone):
         raise ValueError(
             "This model already has LoRA: quantize first, then apply LoRA (QLoRA quantizes "
@@ -89,7 +94,8 @@ def dequantize_nf4(model):
         raise ValueError(
             "Cannot dequantize: this model has no NF4 layers (`lk.quantize_nf4` makes them)."
         )
-    wrapped = lora_layers(backbone)
+    # LoRA wrappers, of one adapter or several, keep their place around the float kernels.
+    wrapped = {**lora_layers(backbone), **multi_lora_layers(backbone)}
     for index, block in enumerate(backbone.transformer_layers):
         for target in surgery.TARGETS:
             path = surgery.layer_path(index, target)
