@@ -19,7 +19,8 @@ LoraEquations = collections.namedtuple(
 _RANK_LETTER_CANDIDATES = "rzyxwvutsqponmlkjihgfedcba"
 
 
-def _split(equation):
+def split_equation(equation):
+    """`(input_spec, kernel_spec, output_spec)` of an `inputs, kernel -> outputs` einsum."""
     inputs_and_kernel, output_spec = equation.replace(" ", "").split("->")
     input_spec, kernel_spec = inputs_and_kernel.split(",")
     return input_spec, kernel_spec, output_spec
@@ -43,7 +44,7 @@ def lora_equations(equation, kernel_shape):
     Returns:
         A `LoraEquations` tuple.
     """
-    input_spec, kernel_spec, output_spec = _split(equation)
+    input_spec, kernel_spec, output_spec = split_equation(equation)
     if len(kernel_spec) != len(kernel_shape):
         raise ValueError(
             f"Equation '{equation}' names {len(kernel_spec)} kernel axes but the kernel has "

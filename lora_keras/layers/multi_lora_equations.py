@@ -2,7 +2,7 @@
 
 import collections
 
-from lora_keras.layers.lora_equations import _split, lora_equations
+from lora_keras.layers.lora_equations import lora_equations, split_equation
 
 MultiLoraEquations = collections.namedtuple(
     "MultiLoraEquations", ["single", "input_times_a", "low_rank_times_b", "batch_letter"]
@@ -39,7 +39,7 @@ def multi_lora_equations(equation, kernel_shape):
         batch letter.
     """
     single = lora_equations(equation, kernel_shape)
-    input_spec, kernel_spec, output_spec = _split(single.base)
+    input_spec, kernel_spec, output_spec = split_equation(single.base)
     if input_spec.startswith("..."):
         used = set(single.input_times_a + single.low_rank_times_b)
         letter = next(c for c in _BATCH_LETTER_CANDIDATES if c not in used)
