@@ -72,6 +72,7 @@ _SHARED_FLAGS = (
     "timeout_s",
     "backend",
     "data_parallel",
+    "try_anyway",
     "verbose",
 )
 # Each command's flags, in the order its --help lists them. Every flag is declared once, by

@@ -82,14 +82,16 @@ def test_help_keeps_every_flag_of_0_1_0_in_order(command, capsys, monkeypatch):
         cli.main([command, "--help"])
     today = _flags(capsys.readouterr().out)
     saved = _flags((DATA / "help_0_1_0" / f"{command}.txt").read_text())
-    # Since 0.1.0 only the held-out evaluation's two flags were added (issue 18).
-    assert [flag for flag in today if flag not in ("--keep-data", "--eval-documents")] == saved
+    # Since 0.1.0 only the held-out evaluation's flags and the planner's override were added.
+    added = ("--keep-data", "--eval-documents", "--try-anyway")  # issues 18 and 20
+    assert [flag for flag in today if flag not in added] == saved
 
 
 @pytest.mark.parametrize("runner, keywords", [(lk.compare, COMPARE_0_1_0), (lk.sweep, SWEEP_0_1_0)])
 def test_every_keyword_of_0_1_0_keeps_its_default(runner, keywords):
     parameters = inspect.signature(runner).parameters
-    assert set(parameters) == {"spec", *keywords, "keep_data", "eval_documents"}  # since 0.1.0
+    since = {"keep_data", "eval_documents", "try_anyway"}  # added after 0.1.0
+    assert set(parameters) == {"spec", *keywords, *since}
     assert {name: parameters[name].default for name in keywords} == keywords
 
 

@@ -22,7 +22,9 @@ from lora_keras.experiments.run_spec import arguments, spec_with
 from lora_keras.experiments.runner import run_specs, say
 from lora_keras.experiments.signals import Interrupted, stop_on_signals
 from lora_keras.host import describe_host
-from lora_keras.models.architectures import SHIPPED_PRESETS
+from lora_keras.models.architectures import GPT2_ARCHITECTURES, SHIPPED_PRESETS
+from lora_keras.planner import plan
+from lora_keras.units import format_bytes
 
 __all__ = ["Interrupted", "choose_weights", "compare", "run_experiment"]
 
@@ -198,6 +200,46 @@ def signature(command, **extra):
 compare.__signature__ = signature("compare")
 
 
+def refuse_what_cannot_fit(spec, runs, host):
+    """Asks the memory planner first: a run predicted above this CPU's memory is refused.
+
+    Checked on a machine without a GPU, for the presets whose shape the planner knows, unless
+    `spec.try_anyway`. (A GPU's usable memory is not read here: `lora-keras plan --device`.)
+
+    Raises:
+        ValueError: the planner's table of the runs that would not fit, and what would help.
+    """
+    if spec.try_anyway or host["gpus"] or spec.preset not in GPT2_ARCHITECTURES:
+        return
+    rows = []
+    for run in runs:
+        [row] = plan(
+            spec.preset,
+            modes=[run.mode],
+            batch_size=spec.batch_size,
+            sequence_length=spec.sequence_length,
+            backend=spec.backend,
+            device="cpu",
+            options=run.options.to_json(),
+            rank=run.rank or spec.rank or 4,
+            targets=spec.targets,
+            mixlora=spec.mixlora,
+        )
+        if row["fits"] is False:
+            levers = ", ".join(lever["change"] for lever in row.get("levers", [])) or "none"
+            rows.append(
+                f"  {run.name}: predicted {format_bytes(row['predicted_peak_bytes'])}, this "
+                f"machine has {format_bytes(row['budget_bytes'])}; would fit with: {levers}"
+            )
+    if rows:
+        raise ValueError(
+            "The memory planner predicts that these runs will not fit this machine:\n"
+            + "\n".join(rows)
+            + "\nUse a lever or a smaller batch, see `lora-keras plan`, or pass --try-anyway "
+            "(try_anyway=True) to run them all the same."
+        )
+
+
 def run_experiment(spec, runs=None, out=None, verbose=True):
     """What `compare` and `sweep` share: checks, weights, a new folder, one process a run.
 
@@ -217,7 +259,9 @@ def run_experiment(spec, runs=None, out=None, verbose=True):
         spec.check_available()
         weights, why = choose_weights(spec.preset, spec.weights)
     say(f"weights: {weights} ({why})")
-    warnings = half_precision_warnings(runs, describe_host())
+    host = describe_host()
+    refuse_what_cannot_fit(spec, runs, host)
+    warnings = half_precision_warnings(runs, host)
     for line in spec.notes() + warnings:
         say(line)
     keep_this_process_off_the_gpu()

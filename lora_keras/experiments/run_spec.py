@@ -164,6 +164,12 @@ class RunSpec:
         recorded=(),
         csv=str,
     )
+    try_anyway: bool = _setting(
+        False,
+        "run even where the memory planner predicts a run will not fit this machine",
+        recorded=(),
+        action="store_true",
+    )
     options_sweep: bool = _setting(
         False,
         "train each mode again once per lever, that lever alone, to see its effect",
