@@ -9,7 +9,7 @@ batch holds every adapter's sequences and the loss is the sum of each adapter's 
 
     python benchmarks/multi_lora_together.py                                   # gpt2_tiny, quick
     python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 4 \\
-        --out benchmarks/results/multi_lora_cpu.json
+        --out benchmarks/results/multi-lora-together-cpu.json
 
 Reported per run: wall time of the process's training (first step apart), median steady step,
 tokens per second (summed over adapters), peak resident memory (`ru_maxrss`, the process's; on
