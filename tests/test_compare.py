@@ -407,7 +407,10 @@ def planned_specs(monkeypatch, **kwargs):
 
 # Keywords of `compare` that results.json does not record as config: where the results go, how
 # much to show, the prompts (in each run's samples), the sweep (in each run's options), the limit.
-NOT_CONFIG = ("spec", "out", "verbose", "sample_prompts", "timeout_s", "options_sweep")
+# What steers a comparison without describing it (try_anyway: the planner's check, skipped).
+NOT_CONFIG = (
+    *("spec", "out", "verbose", "sample_prompts", "timeout_s", "options_sweep", "try_anyway"),
+)
 
 
 def test_results_config_holds_the_settings_and_nothing_else(tmp_path, monkeypatch):

@@ -139,6 +139,7 @@ def test_a_spec_round_trips_through_json():
         "sample_prompts",
         "options_sweep",
         "timeout_s",
+        "try_anyway",
     }
     sweep = RunSpec(preset="gpt2_tiny", kind="sweep", ranks=[1, 8], rank=None, modes=["lora"])
     assert set(sweep.config()) == SWEEP_CONFIG_0_1_0 | {"keep_data", "eval_documents"}
