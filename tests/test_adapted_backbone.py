@@ -50,7 +50,7 @@ def test_an_unknown_section_name_is_refused():
 def test_a_section_whose_method_is_not_loaded_names_the_call_that_loads_it(tiny_lm, monkeypatch):
     lk.apply_mixlora(tiny_lm, num_experts=2, top_k=1, rank=2)
     config = tiny_lm.backbone.get_config()
-    monkeypatch.delitem(gpt2_surgery._SECTIONS, "mixlora")
+    monkeypatch.delitem(gpt2_surgery.adapted_backbone._SECTIONS, "mixlora")
     with pytest.raises(
         ValueError, match=r"saved with lora_keras's mixlora.*lk\.load_model\(path\)"
     ):

@@ -2,8 +2,8 @@
 
 A unit is a top-level file or a first-level folder of `lora_keras/`. Imports only point down:
 no two units import each other, directly or through others; no module imports another's private
-name; a backbone's or block's class changes in `gpt2_surgery.py` only; and each method's model
-side lives in its own folder.
+name; a backbone's, block's or task model's class changes in `gpt2_surgery/` only; and each
+method's model side lives in its own folder.
 """
 
 import ast
@@ -83,7 +83,11 @@ def test_classes_change_in_gpt2_surgery_only():
         if isinstance(node, ast.Assign)
         and any(isinstance(t, ast.Attribute) and t.attr == "__class__" for t in node.targets)
     }
-    assert swaps == {"gpt2_surgery.py"}
+    assert swaps == {
+        "gpt2_surgery/layout.py",  # a MixLoRA block's decoder
+        "gpt2_surgery/adapted_backbone.py",
+        "gpt2_surgery/multi_adapter_lm.py",
+    }
 
 
 def test_each_method_has_its_folder_and_none_sits_at_the_top():
