@@ -6,7 +6,8 @@ import sys
 
 from lora_keras import __version__
 from lora_keras.experiments.checks import flag_name
-from lora_keras.experiments.run_spec import RunSpec, arguments
+from lora_keras.experiments.keywords import arguments
+from lora_keras.experiments.run_spec import RunSpec
 from lora_keras.levers.options import OPTIONS, Options
 from lora_keras.planner.command import add_plan_command
 

@@ -15,8 +15,9 @@ import lora_keras as lk
 from lora_keras import cli
 from lora_keras.experiments.compare import choose_weights
 from lora_keras.experiments.isolated_run import _classify_failure, run_isolated
+from lora_keras.experiments.job_file import read_job
 from lora_keras.experiments.results_folder import new_results_folder
-from lora_keras.experiments.run_spec import PlannedRun, read_job
+from lora_keras.experiments.run_spec import PlannedRun
 from lora_keras.experiments.runner import placeholder, run_specs
 
 RUN_FIELDS = (

@@ -11,7 +11,7 @@ from conftest import TINY_GPT2, make_tiny_lm, next_token_dataset, randomize_lora
 from test_injection import lora_weights_per_target
 
 import lora_keras as lk
-from lora_keras.experiments.run_spec import read_job
+from lora_keras.experiments.job_file import read_job
 from lora_keras.experiments.train_one import MODES
 from lora_keras.measure.estimate import estimate_for_model
 from lora_keras.measure.estimate_text import explain_estimate

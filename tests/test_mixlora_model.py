@@ -13,7 +13,7 @@ from layer_test_case import count
 
 import lora_keras as lk
 import lora_keras.mixlora.apply
-from lora_keras.experiments.run_spec import read_job
+from lora_keras.experiments.job_file import read_job
 from lora_keras.experiments.train_one import train_one
 from lora_keras.mixlora.settings import MIXLORA_DEFAULTS, MIXLORA_VARIANTS
 from lora_keras.report.expert_loads import expert_loads_figure

@@ -12,14 +12,9 @@ import pytest
 
 import lora_keras as lk
 from lora_keras import cli
-from lora_keras.experiments.run_spec import (
-    SWEEP_RANKS,
-    PlannedRun,
-    RunSpec,
-    arguments,
-    job_json,
-    read_job,
-)
+from lora_keras.experiments.job_file import job_json, read_job
+from lora_keras.experiments.keywords import arguments
+from lora_keras.experiments.run_spec import SWEEP_RANKS, PlannedRun, RunSpec
 from lora_keras.levers.options import OPTIONS, Options
 
 pytestmark = pytest.mark.backends  # Keras-free: the same under every backend

@@ -15,10 +15,10 @@ import subprocess
 import sys
 
 from lora_keras.experiments.checks import check_preset_and_weights, check_weights_reachable
+from lora_keras.experiments.keywords import arguments, spec_with
 from lora_keras.experiments.native_precision import half_precision_warnings
 from lora_keras.experiments.quiet_logs import StartupNoiseFilter, quiet_startup
 from lora_keras.experiments.results_folder import check_new_folder, new_results_folder
-from lora_keras.experiments.run_spec import arguments, spec_with
 from lora_keras.experiments.runner import run_specs, say
 from lora_keras.experiments.signals import Interrupted, stop_on_signals
 from lora_keras.host import describe_host

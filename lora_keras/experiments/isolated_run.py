@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from lora_keras.experiments.run_spec import job_json
+from lora_keras.experiments.job_file import job_json
 from lora_keras.io_utils import atomic_write_json
 
 # How long to wait for the last output of a child once it has ended.

@@ -1,6 +1,6 @@
 """The child process of a comparison: `python -m lora_keras.experiments.run_child JOB RESULT`.
 
-JOB is the `runs/NAME.spec.json` the parent wrote (`run_spec.job_json`): the experiment's
+JOB is the `runs/NAME.spec.json` the parent wrote (`job_file.job_json`): the experiment's
 `RunSpec` and this child's `PlannedRun`, read back (and checked) through those dataclasses.
 
 Kept apart from `train_one` so that the package's `__init__` never imports the
@@ -11,7 +11,7 @@ import contextlib
 import json
 import sys
 
-from lora_keras.experiments.run_spec import read_job
+from lora_keras.experiments.job_file import read_job
 from lora_keras.experiments.train_one import train_one
 from lora_keras.io_utils import atomic_write_json
 

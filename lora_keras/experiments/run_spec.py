@@ -20,8 +20,9 @@ from collections.abc import Mapping
 from lora_keras.backends import BACKENDS, check_backend
 from lora_keras.experiments import checks
 from lora_keras.experiments.checks import check_integer, check_positive, flag
+from lora_keras.experiments.planned_run import PlannedRun
 from lora_keras.experiments.train_one import MODES
-from lora_keras.levers.options import OPTIONS, Options, check_mode_options, options_sweep_runs
+from lora_keras.levers.options import OPTIONS, Options, options_sweep_runs
 from lora_keras.mixlora.settings import MIXLORA_DEFAULTS
 from lora_keras.models.architectures import KNOWN_PRESETS
 from lora_keras.quality.heldout_data import NO_KEEP
@@ -381,79 +382,3 @@ class RunSpec:
                 f"{', '.join([*known, *OPTIONS])}."
             )
         return cls(**settings, options=Options.from_json(levers))
-
-
-@dataclasses.dataclass(frozen=True)
-class PlannedRun:
-    """One run of a `RunSpec`: its name (that of its files), mode, rank and levers.
-
-    Raises:
-        ValueError: an unknown mode, or options the mode cannot honour.
-    """
-
-    name: str
-    mode: str
-    rank: int | None = None
-    options: Options = dataclasses.field(default_factory=Options)
-
-    def __post_init__(self):
-        if isinstance(self.options, Mapping):
-            object.__setattr__(self, "options", Options.from_json(self.options))
-        if self.mode not in MODES:
-            raise ValueError(f"Unknown mode '{self.mode}'. Known modes: {', '.join(MODES)}.")
-        check_mode_options(self.mode, self.options.to_json())
-
-    def to_json(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, data):
-        return cls(**data)
-
-
-def arguments(command):
-    """`{name: default}` of the keywords of `compare` or `sweep` that a spec holds, levers flat."""
-    defaults = {}
-    for field in dataclasses.fields(RunSpec):
-        if field.name == "options":
-            defaults.update({name: default for name, (default, _) in OPTIONS.items()})
-        elif command in field.metadata["commands"]:
-            defaults[field.name] = field.metadata.get("argument_default", field.default)
-    return defaults
-
-
-def spec_with(command, base, settings):
-    """The spec of `base` (a spec's JSON) with `settings`, the keywords given to `command`.
-
-    Raises:
-        TypeError: a keyword that `command` does not take, as Python says it.
-    """
-    known = arguments(command)
-    for name in settings:
-        if name not in known:
-            raise TypeError(f"{command}() got an unexpected keyword argument {name!r}")
-    return RunSpec.from_json({**base, **settings})
-
-
-# The file a child process reads: the spec of the experiment, and its own run.
-def job_json(spec, run):
-    """What `runs/NAME.spec.json` holds: `{"spec": spec.to_json(), "run": run.to_json()}`."""
-    return {"spec": spec.to_json(), "run": run.to_json()}
-
-
-_RUN_FIELDS = ("name", "mode", "rank", "options")
-
-
-def read_job(data):
-    """`(RunSpec, PlannedRun)` from `job_json`'s dict.
-
-    Also reads lora_keras 0.1.0's child files (one flat dict: the run's name, mode, rank and
-    options among the experiment's settings), so an old run can be run again by hand.
-    """
-    if "spec" in data:
-        return RunSpec.from_json(data["spec"]), PlannedRun.from_json(data["run"])
-    named = {"name": data.get("mode"), **data}  # a run without a name is named by its mode
-    run = PlannedRun.from_json({name: named[name] for name in _RUN_FIELDS if name in named})
-    settings = {k: v for k, v in data.items() if k not in (*_RUN_FIELDS, "verbose")}
-    spec = RunSpec.from_json({"modes": [run.mode], "rank": run.rank, **settings})
-    return spec, run

@@ -1,7 +1,8 @@
 """`lk.sweep`: LoRA at several ranks, each in its own process, into one report."""
 
 from lora_keras.experiments.compare import keras_off_tensorflow, run_experiment, signature
-from lora_keras.experiments.run_spec import SWEEP_RANKS, spec_with
+from lora_keras.experiments.keywords import spec_with
+from lora_keras.experiments.run_spec import SWEEP_RANKS
 
 
 def sweep(spec=None, /, *, with_full=None, out=None, verbose=True, **settings):

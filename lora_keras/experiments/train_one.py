@@ -122,7 +122,7 @@ def train_one(spec, run, verbose=1):
 
     Args:
         spec: the `RunSpec` of the experiment (a child reads it, and `run`, from its file with
-            `lora_keras.experiments.run_spec.read_job`).
+            `lora_keras.experiments.job_file.read_job`).
         run: the `PlannedRun` to train: its mode, rank and options (the levers).
         verbose: Keras's `fit` verbosity.
 
