@@ -93,25 +93,43 @@ def test_chunked_loss_config_round_trip():
     assert restored.backbone.num_layers == TINY_GPT2["num_layers"]
 
 
+@pytest.mark.backends
 def test_remat_trains_to_the_same_loss_with_dropout():
-    if keras.backend.backend() == "jax":
-        pytest.skip("refused on JAX: see test_remat_with_dropout_is_refused_on_jax")
     plain = train_losses(dropout_lora_lm())
     remat_lm = dropout_lora_lm()
     rematerialise_blocks(remat_lm.backbone)
     remat = train_losses(remat_lm)
     np.testing.assert_allclose(remat, plain, rtol=LOSS_TOLERANCE["remat"])
     assert len(set(plain)) == 3  # it trained
+    other_masks = dropout_lora_lm()
+    for seed in other_masks.backbone.transformer_layers[0].non_trainable_variables:
+        seed.assign(keras.ops.convert_to_numpy(seed.value) + 7)  # only dropout seeds there
+    assert train_losses(other_masks) != plain  # the masks count: the test can fail
 
 
-def test_remat_with_dropout_is_refused_on_jax():
+@pytest.mark.backends
+def test_remat_on_jax_puts_each_block_in_a_checkpoint_and_writes_no_state_inside():
+    jax = pytest.importorskip("jax")
     if keras.backend.backend() != "jax":
-        pytest.skip("only JAX refuses it")
+        pytest.skip("jax.checkpoint is JAX's")
     lm = dropout_lora_lm()
-    calls = [block.call for block in lm.backbone.transformer_layers]
-    with pytest.raises(ValueError, match="remat cannot be honoured on JAX .* dropout=0.3"):
-        rematerialise_blocks(lm.backbone)
-    assert [block.call for block in lm.backbone.transformer_layers] == calls  # unchanged
+    rematerialise_blocks(lm.backbone)
+    x, y = next_token_dataset()
+    trainable = [v.value for v in lm.trainable_variables]
+    frozen = [v.value for v in lm.non_trainable_variables]
+
+    def mean_output(trainable):
+        outputs, frozen_after = lm.stateless_call(trainable, frozen, x, training=True)
+        return keras.ops.mean(outputs), frozen_after
+
+    jaxpr = str(jax.make_jaxpr(jax.grad(mean_output, has_aux=True))(trainable))
+    assert jaxpr.count("remat") >= TINY_GPT2["num_layers"]
+    _, frozen_after = mean_output(trainable)
+    frozen_names = [variable.name for variable in lm.non_trainable_variables]
+    seeds = [i for i, name in enumerate(frozen_names) if name == "seed_generator_state"]
+    assert seeds and all(  # the seeds advanced outside the checkpoint, as without remat
+        np.any(np.asarray(frozen_after[i]) != np.asarray(frozen[i])) for i in seeds
+    )
 
 
 def test_remat_without_dropout_trains_to_the_same_loss():
@@ -313,8 +331,8 @@ def test_the_options_sweep_turns_on_one_lever_a_run():
 
 @pytest.mark.parametrize("remat_first", [True, False])
 def test_remat_keeps_mixlora_padding_mask_and_counts_each_token_once(remat_first):
-    if keras.backend.backend() == "jax":
-        pytest.skip("refused on JAX: see test_remat_of_mixlora_is_refused_on_jax")
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("refused on JAX and torch: see test_remat_of_mixlora_is_refused_there")
     x, y = next_token_dataset(batch_size=2)
     x["padding_mask"][:, 8:] = 0  # 2 x 8 real tokens, 2 x 4 padding
 
@@ -336,36 +354,23 @@ def test_remat_keeps_mixlora_padding_mask_and_counts_each_token_once(remat_first
         np.testing.assert_array_equal(b, a)
 
 
-def test_remat_of_mixlora_is_refused_on_jax():
-    if keras.backend.backend() != "jax":
-        pytest.skip("only JAX refuses it")
-    lm = make_tiny_lm()  # no dropout: the MixLoRA counts alone are refused
+@pytest.mark.backends
+def test_remat_of_mixlora_is_refused_there():
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        pytest.skip("TensorFlow recomputes MixLoRA: see the test above")
+    lm = make_tiny_lm()
     lk.apply_mixlora(lm, num_experts=4, rank=4)
-    with pytest.raises(ValueError, match="remat cannot be honoured on JAX .* or MixLoRA blocks"):
+    why = {"jax": "jax.checkpoint would drop", "torch": "torch's checkpoint refuses"}[backend]
+    with pytest.raises(ValueError, match=f"remat cannot be honoured on {backend} .* {why}"):
         rematerialise_blocks(lm.backbone)
     assert all("call" not in vars(block) for block in lm.backbone.transformer_layers)
 
 
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        (
-            {"remat": True},
-            r"remat \(--remat\) cannot run on backend='jax' \(--backend jax\): GPT-2's blocks "
-            "have dropout 0.1",
-        ),
-        (
-            {"options_sweep": True},
-            r"options_sweep \(--options-sweep\) has a remat run, which cannot run on "
-            r"backend='jax' \(--backend jax\)",
-        ),
-    ],
-)
-def test_remat_on_jax_is_refused_before_any_run(tmp_path, kwargs, message):
-    pytest.importorskip("jax")
-    with pytest.raises(ValueError, match=message):
-        lk.compare(preset="gpt2_tiny", backend="jax", out=str(tmp_path / "x"), **kwargs)
-    assert not (tmp_path / "x").exists()
+def test_remat_on_jax_is_accepted():
+    spec = lk.RunSpec(preset="gpt2_tiny", backend="jax", options=lk.Options(remat=True))
+    assert spec.options.remat and spec.backend == "jax"
+    assert lk.RunSpec(preset="gpt2_tiny", backend="jax", options_sweep=True).options_sweep
 
 
 @pytest.mark.parametrize("kwargs", [{"remat": True}, {"options_sweep": True}])

@@ -211,7 +211,6 @@ class RunSpec:
                 f"{flag('data_parallel')} needs the jax or tensorflow backend: Keras's "
                 "distribution API has no torch data parallel. Use backend='jax' (--backend jax)."
             )
-        self._check_jax_remat()
         self._check_options_sweep()
         if "mixlora" in self.modes and (self.options.remat or self.options_sweep):
             # Recomputing a MixLoRA block drops its load-balance loss from the router's gradient.
@@ -244,26 +243,6 @@ class RunSpec:
         checks.check_modes(self.modes)
         if "mixlora" in self.modes:
             checks.check_mixlora(self.mixlora, shape)
-
-    def _check_jax_remat(self):
-        """JAX refuses remat with dropout, and every GPT-2 backbone has dropout 0.1."""
-        if self.backend != "jax":
-            return
-        why = (
-            "GPT-2's blocks have dropout 0.1 and JAX refuses Keras's dropout inside jax.checkpoint"
-        )
-        if self.options.remat:
-            raise ValueError(
-                f"remat (--remat) cannot run on backend='jax' (--backend jax): {why}. Run "
-                "without --remat, or use --backend tensorflow or torch."
-            )
-        if self.options_sweep:
-            raise ValueError(
-                f"options_sweep (--options-sweep) has a remat run, which cannot run on "
-                f"backend='jax' (--backend jax): {why}. Sweep with --backend tensorflow or "
-                "torch, or turn the other levers on one comparison at a time (--jit-compile, "
-                "--mixed-precision, --chunked-loss)."
-            )
 
     def _check_options_sweep(self):
         """An options sweep turns each lever on alone, against runs with every lever off."""

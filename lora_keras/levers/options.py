@@ -222,15 +222,17 @@ def rematerialise_blocks(backbone):
     Python again, after its dropout seeds have advanced: the seeds are reset, inside the
     recomputed function, to their values before the forward pass. (It runs outside the
     block's Keras call, so layers not handed `training`, such as MixLoRA's, see `None`
-    there: MixLoRA's expert counts grow in the forward pass only.) On JAX, Keras writes
-    such state from inside `jax.checkpoint`, which JAX refuses (a leaked tracer): a backbone
-    with dropout or MixLoRA is refused there, before anything changes (so call it after
-    `apply_lora` or `apply_mixlora`, which may add such state). Each block's class's own
-    `call` runs, so a block that `apply_mixlora` turns into a `MixtureTransformerDecoder`
-    lends its padding mask.
+    there: MixLoRA's expert counts grow in the forward pass only.) JAX refuses a state
+    write from inside `jax.checkpoint` (a leaked tracer), so there the block's state goes
+    through the checkpoint as values: see `_jax_rematerialised`. MixLoRA's blocks are
+    refused on JAX and torch, before anything changes (so call this after
+    `apply_mixlora`): their load-balance loss is added inside the block, where JAX's
+    checkpoint would lose it, and torch's refuses a recomputation that skips it. Each
+    block's class's own `call` runs, so a block that `apply_mixlora` turns into a
+    `MixtureTransformerDecoder` lends its padding mask.
 
     Raises:
-        ValueError: on JAX, for a backbone with dropout or MixLoRA blocks.
+        ValueError: on JAX and torch, for a backbone with MixLoRA blocks.
     """
     import keras
     from keras import ops
@@ -238,14 +240,22 @@ def rematerialise_blocks(backbone):
     from lora_keras.gpt2_surgery import get_mixture
 
     blocks = backbone.transformer_layers
-    jax_refuses = any(_seeds(block) or get_mixture(block) is not None for block in blocks)
-    if keras.backend.backend() == "jax" and jax_refuses:
+    backend = keras.backend.backend()
+    if backend in ("jax", "torch") and any(get_mixture(block) is not None for block in blocks):
         raise ValueError(
-            f"remat cannot be honoured on JAX for a backbone with dropout={backbone.dropout} or "
-            "MixLoRA blocks: Keras advances a dropout seed, and MixLoRA its expert counts, "
-            "inside jax.checkpoint, which JAX refuses. Run without --remat, build the backbone "
-            "with dropout=0 and no MixLoRA, or use TensorFlow."
+            f"remat cannot be honoured on {backend} for a backbone with MixLoRA blocks: their "
+            "load-balance loss and expert counts are computed in the forward pass only, and "
+            + (
+                "jax.checkpoint would drop the loss."
+                if backend == "jax"
+                else "torch's checkpoint refuses a recomputation that saves fewer tensors."
+            )
+            + " Run MixLoRA without remat, or use TensorFlow."
         )
+    if backend == "jax":
+        for block in blocks:
+            block.call = _jax_rematerialised(block)
+        return
     for block in blocks:
 
         def rematerialised(decoder_sequence, block=block, **kwargs):
@@ -260,6 +270,35 @@ def rematerialise_blocks(backbone):
             return keras.remat(block_call)(decoder_sequence)
 
         block.call = rematerialised
+
+
+def _jax_rematerialised(block):
+    """`block`'s call under `jax.checkpoint`, its variables passed in and its state passed out.
+
+    Inside the checkpoint the block runs in a `StatelessScope` of its own, fed the values
+    its variables have outside: a dropout layer's seed advance is recorded there, not
+    written to the variable, and comes out of the checkpoint as an output, assigned
+    outside. The recomputation in the backward pass starts from the same input seeds, so it
+    draws the same masks, and the gradient reaches the variables through their values.
+    """
+    import keras
+
+    def rematerialised(decoder_sequence, **kwargs):
+        variables = block.variables  # found at each trace: adapters added since count
+        state = [variable for variable in variables if not variable.trainable]
+
+        def block_call(hidden, values):
+            with keras.StatelessScope(list(zip(variables, values, strict=True))) as scope:
+                outputs = type(block).call(block, hidden, **kwargs)
+                return outputs, [scope.get_current_value(variable) for variable in state]
+
+        values = [variable.value for variable in variables]
+        outputs, updated = keras.remat(block_call)(decoder_sequence, values)
+        for variable, value in zip(state, updated, strict=True):
+            variable.assign(value)
+        return outputs
+
+    return rematerialised
 
 
 def _seeds(block):
