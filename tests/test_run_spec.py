@@ -78,7 +78,7 @@ def test_help_keeps_every_flag_of_0_1_0_in_order(command, capsys, monkeypatch):
     today = _flags(capsys.readouterr().out)
     saved = _flags((DATA / "help_0_1_0" / f"{command}.txt").read_text())
     # Since 0.1.0 only the held-out evaluation's flags and the planner's override were added.
-    added = ("--keep-data", "--eval-documents", "--try-anyway")  # issues 18 and 20
+    added = ("--keep-data", "--eval-documents", "--try-anyway", "--together")  # issues 18-20
     assert [flag for flag in today if flag not in added] == saved
 
 
@@ -86,6 +86,7 @@ def test_help_keeps_every_flag_of_0_1_0_in_order(command, capsys, monkeypatch):
 def test_every_keyword_of_0_1_0_keeps_its_default(runner, keywords):
     parameters = inspect.signature(runner).parameters
     since = {"keep_data", "eval_documents", "try_anyway"}  # added after 0.1.0
+    since |= {"together"} if runner is lk.sweep else set()  # issue 19
     assert set(parameters) == {"spec", *keywords, *since}
     assert {name: parameters[name].default for name in keywords} == keywords
 
