@@ -130,12 +130,14 @@ def test_a_spec_round_trips_through_json():
     )
     assert spec.targets == ("query", "value") and spec.sample_prompts == ("I like",)
     assert RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
-    # results.json's config leaves out what it says elsewhere (samples) or only steers.
+    # results.json's config leaves out what it says elsewhere (samples) or only steers, and a
+    # sweep's `together` (recorded by a sweep that trains together).
     assert set(spec.to_json()) - set(spec.config()) == {
         "sample_prompts",
         "options_sweep",
         "timeout_s",
         "try_anyway",
+        "together",
     }
     sweep = RunSpec(preset="gpt2_tiny", kind="sweep", ranks=[1, 8], rank=None, modes=["lora"])
     assert set(sweep.config()) == SWEEP_CONFIG_0_1_0 | {"keep_data", "eval_documents"}

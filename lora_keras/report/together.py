@@ -60,6 +60,10 @@ def relative_difference(value, reference):
     return abs(value - reference) / abs(reference)
 
 
+def _listed(values):
+    return ", ".join(map(str, values)) if isinstance(values, list) else str(values)
+
+
 def _final(losses):
     return losses[-1] if losses else None
 
@@ -101,7 +105,7 @@ def together_section(results):
         lines += [
             "",
             f"So that each adapter takes its own run's steps, every run trained with dropout "
-            f"{matched.get('dropout')} (the preset's: {matched.get('preset_dropout')}), "
+            f"{matched.get('dropout')} (the preset's: {_listed(matched.get('preset_dropout'))}), "
             f"gradient clipping {matched.get('global_clipnorm') or 'off'}, and each A "
             f"{matched.get('a_init')}.",
         ]
@@ -165,7 +169,9 @@ def together_section(results):
         "",
         "Final loss: the last training step's. Peak memory: "
         f"{together.get('memory_source') or 'as each run measured it'}; the sum of the separate "
-        "peaks is what the runs would hold side by side on one device.",
+        "peaks is what the runs would hold side by side on one device. The together run's "
+        "trainable weights count each adapter at the largest rank (its padding, zero, never "
+        "trains).",
     ]
     return "\n".join(lines)
 
