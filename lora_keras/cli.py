@@ -85,7 +85,7 @@ FLAGS = {
         *OPTIONS,
         "options_sweep",
     ),
-    "sweep": (*_SHARED_FLAGS, "ranks", "with_full", *OPTIONS),
+    "sweep": (*_SHARED_FLAGS, "ranks", "with_full", "together", *OPTIONS),
 }
 
 
@@ -205,7 +205,8 @@ def build_parser():
         "sweep",
         help="LoRA at several ranks, one process each",
         description="Train LoRA once per rank, each in a fresh process: trainable weights, "
-        "peak memory, step time and final loss against the rank.",
+        "peak memory, step time and final loss against the rank. With --together, also train "
+        "every rank at once as adapters of one frozen model, and compare.",
         **common,
     )
     for name in FLAGS["sweep"]:

@@ -78,7 +78,7 @@ def test_help_keeps_every_flag_of_0_1_0_in_order(command, capsys, monkeypatch):
     today = _flags(capsys.readouterr().out)
     saved = _flags((DATA / "help_0_1_0" / f"{command}.txt").read_text())
     # Since 0.1.0 only the held-out evaluation's flags and the planner's override were added.
-    added = ("--keep-data", "--eval-documents", "--try-anyway")  # issues 18 and 20
+    added = ("--keep-data", "--eval-documents", "--try-anyway", "--together")  # issues 18-20
     assert [flag for flag in today if flag not in added] == saved
 
 
@@ -86,6 +86,7 @@ def test_help_keeps_every_flag_of_0_1_0_in_order(command, capsys, monkeypatch):
 def test_every_keyword_of_0_1_0_keeps_its_default(runner, keywords):
     parameters = inspect.signature(runner).parameters
     since = {"keep_data", "eval_documents", "try_anyway"}  # added after 0.1.0
+    since |= {"together"} if runner is lk.sweep else set()  # issue 19
     assert set(parameters) == {"spec", *keywords, *since}
     assert {name: parameters[name].default for name in keywords} == keywords
 
@@ -129,12 +130,14 @@ def test_a_spec_round_trips_through_json():
     )
     assert spec.targets == ("query", "value") and spec.sample_prompts == ("I like",)
     assert RunSpec.from_json(json.loads(json.dumps(spec.to_json()))) == spec
-    # results.json's config leaves out what it says elsewhere (samples) or only steers.
+    # results.json's config leaves out what it says elsewhere (samples) or only steers, and a
+    # sweep's `together` (recorded by a sweep that trains together).
     assert set(spec.to_json()) - set(spec.config()) == {
         "sample_prompts",
         "options_sweep",
         "timeout_s",
         "try_anyway",
+        "together",
     }
     sweep = RunSpec(preset="gpt2_tiny", kind="sweep", ranks=[1, 8], rank=None, modes=["lora"])
     assert set(sweep.config()) == SWEEP_CONFIG_0_1_0 | {"keep_data", "eval_documents"}

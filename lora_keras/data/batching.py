@@ -57,7 +57,7 @@ def preprocessor_detached(lm):
             lm.fit = own_fit
 
 
-def _tokenize(documents, preprocessor, batch_size, tf):
+def _tokenize(documents, preprocessor, batch_size):
     chunks = [
         keras.tree.map_structure(
             keras.ops.convert_to_numpy, preprocessor(documents[i : i + _TOKENIZE_CHUNK])
@@ -65,7 +65,16 @@ def _tokenize(documents, preprocessor, batch_size, tf):
         for i in range(0, len(documents), _TOKENIZE_CHUNK)
     ]
     arrays = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *chunks)
-    # Every batch full, so every step costs the same and shapes stay static for XLA.
+    return batch_arrays(arrays, batch_size)
+
+
+def batch_arrays(arrays, batch_size):
+    """Full batches of `arrays` (a structure of NumPy arrays of equal rows), in their order.
+
+    As `make_lm_datasets` feeds `fit`: a `tf.data.Dataset`, or `ArrayBatches` without
+    TensorFlow. Every batch is full, so every step costs the same and shapes stay static for XLA.
+    """
+    tf = optional_tensorflow()
     if tf is None:
         return ArrayBatches(arrays, batch_size)
     dataset = tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size, drop_remainder=True)
@@ -165,8 +174,8 @@ def make_lm_datasets(
             "lower num_batches or batch_size, or give more text."
         )
     train = _tokenize(
-        documents[held_out : held_out + wanted * batch_size], preprocessor, batch_size, tf
+        documents[held_out : held_out + wanted * batch_size], preprocessor, batch_size
     )
     if not validation_batches:
         return train, None
-    return train, _tokenize(documents[:held_out], preprocessor, batch_size, tf)
+    return train, _tokenize(documents[:held_out], preprocessor, batch_size)

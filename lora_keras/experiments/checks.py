@@ -91,6 +91,50 @@ def check_ranks(ranks):
     check_no_repeats("ranks", ranks)
 
 
+# What a sweep trained `together` cannot run with, and why (each tried: it fails or is wrong).
+TOGETHER_REFUSES = {
+    "remat": "recomputing a block in the backward pass runs it outside the model's call, "
+    "where the layers no longer know which adapter each sequence uses",
+    "chunked_loss": "the chunked loss runs the backbone itself, without the multi-adapter "
+    "model that hands each sequence's adapter to the layers",
+    "data_parallel": "each adapter's loss is read from its own rows of the whole batch, "
+    "which a split over devices would cut apart",
+}
+
+
+def check_together(spec):
+    """A `RunSpec` with `together` can train its ranks as adapters of one frozen model."""
+    if not spec.together:
+        return
+    if spec.kind != "sweep":
+        raise ValueError(
+            f"{flag('together')} trains the ranks of a sweep together: use "
+            "lk.sweep(..., together=True) (lora-keras sweep --together), or "
+            "RunSpec(kind='sweep', ranks=..., rank=None, together=True)."
+        )
+    if len(spec.ranks) < 2:
+        raise ValueError(
+            f"{flag('together')} trains several ranks as adapters of one frozen model and "
+            f"compares them with their runs one after another: give at least two ranks "
+            f"({flag_name('ranks')} 4,8), got {list(spec.ranks)}."
+        )
+    others = [mode for mode in spec.modes if mode not in ("full", "lora")]
+    if others or "lora" not in spec.modes:
+        raise ValueError(
+            f"{flag('together')} trains plain LoRA adapters (mode lora), the only kind several "
+            f"adapters on one model hold; got modes {list(spec.modes)}. Full fine-tuning may "
+            f"stay as a baseline (--with-full); sweep {', '.join(others) or 'them'} without "
+            "--together."
+        )
+    chosen = {**spec.options.to_json(), "data_parallel": spec.data_parallel}
+    for name, why in TOGETHER_REFUSES.items():
+        if chosen[name]:
+            raise ValueError(
+                f"{flag('together')} cannot run with {flag(name)}: {why}. Run without "
+                f"{flag_name(name)}."
+            )
+
+
 def architecture(preset):
     """The backbone shape of a known preset or a preset folder; `None` if it cannot be read."""
     if preset in GPT2_ARCHITECTURES:

@@ -216,12 +216,13 @@ def refuse_what_cannot_fit(spec, runs, host):
         [row] = plan(
             spec.preset,
             modes=[run.mode],
-            batch_size=spec.batch_size,
+            # A together run's batch holds every adapter's; its adapters are padded to the largest.
+            batch_size=spec.batch_size * max(1, len(run.together)),
             sequence_length=spec.sequence_length,
             backend=spec.backend,
             device="cpu",
             options=run.options.to_json(),
-            rank=run.rank or spec.rank or 4,
+            rank=run.rank or max(run.together, default=0) or spec.rank or 4,
             targets=spec.targets,
             mixlora=spec.mixlora,
         )

@@ -157,6 +157,15 @@ class RunSpec:
         csv=int,
         argument_default=SWEEP_RANKS,
     )
+    together: bool = _setting(
+        False,
+        "also train every rank as one adapter of a single frozen model, in one process, on "
+        "the batches its own run sees (all runs then without dropout or gradient clipping, "
+        "each A seeded by rank), and compare it with the runs one after another",
+        commands=("sweep",),
+        recorded=("sweep",),
+        action="store_true",
+    )
     # Recorded elsewhere: the prompts in each run's samples, the sweep in each run's options.
     sample_prompts: tuple = _setting(
         (),
@@ -211,6 +220,7 @@ class RunSpec:
                 f"{flag('data_parallel')} needs the jax or tensorflow backend: Keras's "
                 "distribution API has no torch data parallel. Use backend='jax' (--backend jax)."
             )
+        checks.check_together(self)
         self._check_options_sweep()
         if "mixlora" in self.modes and (self.options.remat or self.options_sweep):
             # Recomputing a MixLoRA block drops its load-balance loss from the router's gradient.
@@ -315,10 +325,13 @@ class RunSpec:
         if self.options_sweep:
             runs = [swept for _, mode, rank, _ in runs for swept in options_sweep_runs(mode, rank)]
         shared = self.options.to_json()
-        return [
+        planned = [
             PlannedRun(name, mode, rank, Options.from_json({**shared, **own}))
             for name, mode, rank, own in runs
         ]
+        if self.together:  # after the runs one after another, which it is compared with
+            planned.append(PlannedRun("lora_together", "lora", None, self.options, self.ranks))
+        return planned
 
     def to_json(self):
         """Every setting, JSON-ready, the levers flat (as results.json's `config` has them)."""
@@ -342,6 +355,8 @@ class RunSpec:
         for field in dataclasses.fields(self):
             if kind not in field.metadata["recorded"]:
                 del data[field.name]
+        if not self.together:
+            data.pop("together", None)  # as before it existed: older readers read it unchanged
         return data
 
     @classmethod

@@ -28,6 +28,7 @@ def placeholder(run, status):
         "rank": run.rank,
         "options": run.options.to_json(),  # labels the runs of an options sweep apart
         "status": status,
+        **({"adapters": [{"rank": rank} for rank in run.together]} if run.together else {}),
     }
 
 
@@ -118,9 +119,10 @@ class ResultsNotSaved(OSError):
 def _run_one(results, index, spec, run, out, echo):
     count = len(results["runs"])
     results_path = os.path.join(out, "results.json")
+    each = f" for each of {len(run.together)} adapters" if run.together else ""
     say(
         f"\n[{index + 1}/{count}] {run.name}: {spec.steps} steps, "
-        f"batch {spec.batch_size} x {spec.sequence_length} tokens"
+        f"batch {spec.batch_size} x {spec.sequence_length} tokens{each}"
     )
     results["runs"][index] = placeholder(run, "running")
     save_results(results_path, results)

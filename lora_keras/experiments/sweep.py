@@ -11,6 +11,13 @@ def sweep(spec=None, /, *, with_full=None, out=None, verbose=True, **settings):
     Arguments are those of `lk.compare` (`text_field` and the levers included), with `ranks`
     (each once, default 1, 2, 4, 8, 16, 64) in place of `modes` and `rank`;
     `with_full=True` also trains full fine-tuning once, drawn as a baseline in the plots.
+    `together=True` also trains every rank in one more process, as the adapters of one frozen
+    model (`lk.apply_multi_lora`), each on the batches its own run sees, and the report
+    compares that run with the runs one after another ("Trained together"): time, tokens per
+    second, peak memory, and each adapter's loss against its own run's. For those losses to be
+    equal within round-off, every run of such a sweep trains without dropout and without
+    gradient clipping, each A drawn per (seed, rank, layer) (results.json: each run's
+    `matched`).
     A `RunSpec` of kind "sweep" may be given instead, or with keywords that replace its own.
 
     Returns:

@@ -93,28 +93,58 @@ def _samples(lm, prompts, max_length):
     return samples
 
 
-def _mark_non_finite_loss(record):
+def _mark_non_finite_loss(record, losses=None, whose="the training loss"):
     """A loss that became nan or inf makes the run's result worthless: say so in its status."""
-    for step, loss in enumerate(record["loss"], start=1):
+    for step, loss in enumerate(record["loss"] if losses is None else losses, start=1):
         if not math.isfinite(loss):
             record["status"] = "non-finite loss"
             record["error"] = (
-                f"the training loss became {loss} at step {step}: training diverged. Lower "
+                f"{whose} became {loss} at step {step}: training diverged. Lower "
                 "the learning rate (--learning-rate) or check the data."
             )
             return
 
 
-def evaluate_sets(lm, eval_sets, batch_size, sequence_length):
-    """`({name: evaluate_heldout(...)}, seconds)` of `lm` on each held-out set."""
+def evaluate_sets(lm, eval_sets, batch_size, sequence_length, adapter=None):
+    """`({name: evaluate_heldout(...)}, seconds)` of `lm` (its `adapter`) on each held-out set."""
     from lora_keras.quality import evaluate_heldout
 
     start = time.perf_counter()
     results = {
-        name: evaluate_heldout(lm, documents, batch_size, sequence_length)
+        name: evaluate_heldout(lm, documents, batch_size, sequence_length, adapter=adapter)
         for name, documents in eval_sets.items()
     }
     return results, time.perf_counter() - start
+
+
+def _eval_record(before, after):
+    """What a run records of each held-out set: its loss before and after, and its tokens."""
+    return {
+        name: {
+            "before": before[name]["loss"],
+            "after": after[name]["loss"],
+            "tokens": losses["tokens"],
+        }
+        for name, losses in before.items()
+    }
+
+
+def _record_adapters(record, names, run, spec, history, eval_before, eval_after):
+    """A together run's record: each adapter's losses, not the sum of them that Keras trained."""
+    record["adapters"] = [
+        {
+            "name": name,
+            "rank": rank,
+            "alpha": spec.alpha,
+            "loss": history.losses[name],
+            "eval": _eval_record(eval_before[name], eval_after[name]),
+        }
+        for name, rank in zip(names, run.together, strict=True)
+    ]
+    record["sequences_per_adapter"] = spec.batch_size
+    del record["loss"], record["eval"]  # each adapter's are above (Keras trained their sum)
+    for adapter in record["adapters"]:
+        _mark_non_finite_loss(record, adapter["loss"], f"adapter {adapter['name']}'s loss")
 
 
 def train_one(spec, run, verbose=1):
@@ -132,8 +162,10 @@ def train_one(spec, run, verbose=1):
     import keras
 
     from lora_keras.data import load_texts, make_lm_datasets, preprocessor_detached
+    from lora_keras.experiments import together
     from lora_keras.experiments.environment import describe_environment
     from lora_keras.experiments.optimizer import tutorial_optimizer
+    from lora_keras.gpt2_surgery import turn_off_dropout
     from lora_keras.levers import options as levers
     from lora_keras.levers.chunked_loss import ChunkedLossCausalLM
     from lora_keras.measure.callbacks import LossHistory, MemoryCallback, StepTimeCallback
@@ -141,6 +173,7 @@ def train_one(spec, run, verbose=1):
     from lora_keras.measure.memory import memory_probe
     from lora_keras.mixlora.apply import mixlora_record
     from lora_keras.models import load_gpt2
+    from lora_keras.multi_lora.seeded_a import SEEDED_A, seed_lora_a
     from lora_keras.quality.heldout_data import keep_documents, split_heldout
     from lora_keras.summary import trainable_summary
 
@@ -175,7 +208,18 @@ def train_one(spec, run, verbose=1):
         texts, lm, batch_size=spec.batch_size, num_batches=spec.steps, seed=spec.seed
     )
     data_source = _describe_data(spec.data, texts)
-    MODES[run.mode](lm, _mode_settings(spec, run))
+    # A sweep trained together: every run alike, so that each adapter takes its own run's steps.
+    matched = None
+    if spec.together:
+        matched = {"dropout": 0.0, "preset_dropout": turn_off_dropout(lm)}
+    names = together.set_up_together(lm, spec, run) if run.together else None
+    if names:
+        train_ds = together.together_batches(train_ds, len(names))
+    else:
+        MODES[run.mode](lm, _mode_settings(spec, run))
+    if matched and run.mode != "full":
+        seed_lora_a(lm, spec.seed)
+        matched["a_init"] = SEEDED_A
     if options["remat"]:  # after the mode's adapters: it wraps the blocks they make
         levers.rematerialise_blocks(lm.backbone)
     checkpoints["model_built"] = probe.current_bytes()
@@ -184,15 +228,23 @@ def train_one(spec, run, verbose=1):
     evaluate = functools.partial(
         evaluate_sets, lm, eval_sets, spec.batch_size, spec.sequence_length
     )
-    eval_before, eval_time_s = evaluate()
+    if names:
+        eval_before, eval_time_s = together.evaluate_adapters(evaluate, names)
+    else:
+        eval_before, eval_time_s = evaluate()
     if options["chunked_loss"]:
         # It trains the same backbone, computing its own loss; `lm` keeps generating.
         model, loss = ChunkedLossCausalLM(lm.backbone, levers.CHUNK_SIZE), {}
     else:
         model, loss = lm, {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True)}
+    if names:  # each adapter's loss of each step; KerasHub's default accuracy kept beside them
+        accuracy = keras.metrics.SparseCategoricalAccuracy()
+        loss["weighted_metrics"] = [accuracy, *together.adapter_loss_metrics(names)]
+    # One norm over several adapters' gradients would clip each otherwise than its own run.
+    clipnorm = None if matched else 1.0
     model.compile(
         # The same for every mode; with a float16 frozen model, its loss scaled.
-        optimizer=levers.loss_scaled(tutorial_optimizer(spec.learning_rate), options),
+        optimizer=levers.loss_scaled(tutorial_optimizer(spec.learning_rate, clipnorm), options),
         jit_compile=options["jit_compile"],
         **loss,
     )
@@ -201,22 +253,29 @@ def train_one(spec, run, verbose=1):
     # Keras trace and compile that step twice (about twice the first-step time).
     model.optimizer.build(model.trainable_variables)
     checkpoints["optimizer_built"] = probe.current_bytes()
-    timer = StepTimeCallback(tokens_per_step=spec.batch_size * spec.sequence_length)
+    sequences = spec.batch_size * len(names or [None])  # a step's, over every adapter
+    timer = StepTimeCallback(tokens_per_step=sequences * spec.sequence_length)
     losses = LossHistory()
+    callbacks = [memory, timer, losses]
+    if names:
+        callbacks.append(together.AdapterLossHistory(names))
     with preprocessor_detached(lm):
         model.fit(
             train_ds,
             epochs=1,
             shuffle=False,  # make_lm_datasets already shuffled, by the seed
-            callbacks=[memory, timer, losses],
+            callbacks=callbacks,
             verbose=verbose,
         )
-    eval_after, seconds = evaluate()
+    if names:
+        eval_after, seconds = together.evaluate_adapters(evaluate, names, before=False)
+    else:
+        eval_after, seconds = evaluate()
     eval_time_s += seconds
     counts = trainable_summary(lm)
     estimate = estimate_for_model(
         lm,
-        spec.batch_size,
+        sequences,
         spec.sequence_length,
         remat=options["remat"],
         loss_chunk=levers.CHUNK_SIZE if options["chunked_loss"] else None,
@@ -234,6 +293,7 @@ def train_one(spec, run, verbose=1):
         "total_params": counts["total"],
         "stored_weight_bytes": stored_weight_bytes(lm),  # NF4 kernels at their packed size
         **timer.summary(),
+        "train_time_s": sum(timer.step_times),  # every step, the first included
         "peak_memory_bytes": memory.peak_bytes,
         "memory_source": memory.source,
         "memory_over_steps": memory.history,  # the peak so far, after each step
@@ -246,14 +306,7 @@ def train_one(spec, run, verbose=1):
         "loss": losses.losses,
         "provenance": dict(lm.provenance),
         "data_source": data_source,
-        "eval": {
-            name: {
-                "before": eval_before[name]["loss"],
-                "after": eval_after[name]["loss"],
-                "tokens": eval_before[name]["tokens"],
-            }
-            for name in eval_sets
-        },
+        "eval": None if names else _eval_record(eval_before, eval_after),
         "eval_time_s": eval_time_s,  # not in the step times
         "eval_sources": {
             "target": f"{len(target_heldout)} documents of the data, held out of training",
@@ -262,7 +315,12 @@ def train_one(spec, run, verbose=1):
         "environment": describe_environment(),
         **mixlora_record(lm),  # settings and expert loads of a MixLoRA run
     }
-    _mark_non_finite_loss(record)
+    if matched:
+        record["matched"] = {**matched, "global_clipnorm": clipnorm}
+    if names:
+        _record_adapters(record, names, run, spec, callbacks[-1], eval_before, eval_after)
+    else:
+        _mark_non_finite_loss(record)
     if spec.sample_prompts:
         record["samples"] = _samples(lm, spec.sample_prompts, spec.sample_length)
     return record

@@ -48,6 +48,7 @@ from lora_keras.gpt2_surgery.lookups import (
     mixlora_layers,
     multi_lora_layers,
     nf4_layers,
+    turn_off_dropout,
 )
 from lora_keras.gpt2_surgery.multi_adapter_lm import (
     MultiAdapterGPT2CausalLM,
@@ -90,4 +91,5 @@ __all__ = [
     "set_mixture",
     "settle_class",
     "settle_multi_adapter_lm",
+    "turn_off_dropout",
 ]

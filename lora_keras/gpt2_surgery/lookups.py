@@ -74,6 +74,29 @@ def freeze_all_but_adapters(backbone):
         variable.trainable = id(variable) in adapter_ids
 
 
+def turn_off_dropout(model):
+    """Sets every dropout of `model`'s backbone to rate 0 (GPT-2's presets train with 0.1).
+
+    Dropout draws its masks for the shape of the batch: the same sequences in a batch of
+    another size get other masks, so two runs can only take the same steps without it.
+    Called before the first trace (a traced function keeps the rate it saw).
+
+    Returns:
+        The dropout rates found, before they were set to 0.
+    """
+    import keras
+
+    dropouts = [
+        layer
+        for layer in find_backbone(model)._flatten_layers()
+        if isinstance(layer, keras.layers.Dropout)
+    ]
+    rates = sorted({float(layer.rate) for layer in dropouts})
+    for layer in dropouts:
+        layer.rate = 0.0
+    return rates
+
+
 def forget_traced_functions(model):
     """Drops the functions Keras traced from `model`, so the next call traces them again.
 

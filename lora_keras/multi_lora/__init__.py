@@ -5,7 +5,8 @@
 - `adapter_file.py`: one adapter of many to and from the file a single-adapter model reads
   (`lk.save_adapter(..., adapter=NAME)`, `lk.load_adapter(..., adapter=NAME)`);
 - `generate.py`: `generate`, a batch of prompts each with its own adapter;
-- `losses.py`: per-adapter sample weights and losses.
+- `losses.py`: per-adapter sample weights and losses;
+- `seeded_a.py`: each adapter's A from (seed, rank, layer), equal in a plain LoRA model.
 
 The layers are `lora_keras.layers.MultiLoraEinsumDense` and `MultiLoraDense`; the task model
 that takes `adapter_ids` is `gpt2_surgery.MultiAdapterGPT2CausalLM`.
@@ -14,6 +15,7 @@ that takes `adapter_ids` is `gpt2_surgery.MultiAdapterGPT2CausalLM`.
 from lora_keras.multi_lora.apply import adapter_names, apply_multi_lora, multi_lora_settings
 from lora_keras.multi_lora.generate import generate
 from lora_keras.multi_lora.losses import adapter_losses, adapter_sample_weight
+from lora_keras.multi_lora.seeded_a import seed_lora_a
 
 __all__ = [
     "adapter_losses",
@@ -22,4 +24,5 @@ __all__ = [
     "apply_multi_lora",
     "generate",
     "multi_lora_settings",
+    "seed_lora_a",
 ]

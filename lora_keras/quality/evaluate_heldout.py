@@ -36,7 +36,7 @@ def _documents(texts):
     return documents
 
 
-def evaluate_heldout(lm, texts, batch_size=8, sequence_length=None, max_batches=None):
+def evaluate_heldout(lm, texts, batch_size=8, sequence_length=None, max_batches=None, adapter=None):
     """The mean next-token cross-entropy (nats) and perplexity of `lm` on `texts`.
 
     Nothing trains: the weights, the optimizer and the preprocessor are left as they were.
@@ -50,6 +50,8 @@ def evaluate_heldout(lm, texts, batch_size=8, sequence_length=None, max_batches=
             positions; `None` means the preprocessor's own.
         max_batches: int or `None`. Evaluate only the first `max_batches * batch_size`
             documents; `None` means all.
+        adapter: for a model holding several adapters (`lk.apply_multi_lora`), the name of
+            the one to evaluate: every document goes through it.
 
     Returns:
         `{"loss": float, "perplexity": float, "tokens": int}`: the token-weighted mean loss,
@@ -89,12 +91,19 @@ def evaluate_heldout(lm, texts, batch_size=8, sequence_length=None, max_batches=
         )
     if max_batches is not None:
         documents = documents[: max_batches * batch_size]
+    adapter_id = None
+    if adapter is not None:
+        from lora_keras.multi_lora.apply import adapter_index
+
+        adapter_id = adapter_index(lm, adapter)
     total, tokens = 0.0, 0
     for start in range(0, len(documents), batch_size):
         x, y, weights = preprocessor(
             documents[start : start + batch_size], sequence_length=sequence_length
         )
         x = {key: keras.ops.convert_to_numpy(value) for key, value in x.items()}
+        if adapter_id is not None:
+            x["adapter_ids"] = np.full(len(x["token_ids"]), adapter_id, "int32")
         # (batch, seq, vocabulary), in float32 whatever the model computes in.
         logits = keras.ops.cast(lm(x, training=False), "float32")
         losses = keras.ops.sparse_categorical_crossentropy(

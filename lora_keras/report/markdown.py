@@ -5,6 +5,7 @@ from lora_keras.report.expert_loads import mixlora_section
 from lora_keras.report.levers_markdown import checkpoints_lines, goals_section, levers_section
 from lora_keras.report.quality import quality_section
 from lora_keras.report.results import full_run, measured_runs, run_label, unfinished_runs
+from lora_keras.report.together import together_section
 from lora_keras.units import format_bytes, format_seconds, format_share
 
 MISSING = "n/a"
@@ -38,6 +39,7 @@ def render_markdown(results, plots, not_drawn=()):
         _table("Configuration", results["config"]),
         _summary(results["runs"]),
         quality_section(results),
+        together_section(results),
         levers_section(results["runs"]),
         goals_section(results["runs"]),
         _plots(plots),

@@ -18,6 +18,7 @@ from lora_keras.report.expert_loads import expert_loads_figure
 from lora_keras.report.levers_plots import checkpoints_figure, levers_figure
 from lora_keras.report.quality import learn_forget_figure
 from lora_keras.report.results import full_run, measured_runs, run_label
+from lora_keras.report.together import together_figure
 from lora_keras.units import byte_unit
 
 
@@ -253,6 +254,7 @@ _PLOTS = (
     ("learn_forget.png", "What each run learned against what it forgot", learn_forget_figure),
     ("memory_over_steps.png", "Memory after each training step", _memory_over_steps_figure),
     ("sweep.png", "LoRA rank sweep", _sweep_figure),
+    ("together.png", "LoRA ranks trained together on one frozen model vs alone", together_figure),
     ("expert_loads.png", "MixLoRA expert loads per layer", expert_loads_figure),
     ("levers.png", "Each run's step time and peak memory (options in the labels)", levers_figure),
     (

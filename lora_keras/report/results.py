@@ -95,6 +95,9 @@ RUN_FIELDS = {
     "expert_loads": "an object of number lists",
     "eval": "an object of objects",
     "eval_time_s": "a number",
+    "train_time_s": "a number",
+    "wall_time_s": "a number",
+    "adapters": "a list of objects",
 }
 REQUIRED_RUN_FIELDS = ("mode", "status")
 # The keys a report reads inside a run's objects, wherever the object is recorded.
@@ -108,6 +111,8 @@ NESTED_RUN_FIELDS = {
     ),
     "estimate": ("weights", "gradients", "optimizer_state", "activations", "total"),
 }
+# What each adapter of a run trained `together` holds (`lora_keras.report.together`).
+ADAPTER_FIELDS = {"name": "a text", "rank": "an integer", "loss": "a list of numbers"}
 # What each held-out data set of a run's `eval` holds (`lora_keras.report.quality`).
 EVAL_FIELDS = {"before": "a number", "after": "a number", "tokens": "an integer"}
 # Fields a report reads together: where the first is recorded, the second must be too.
@@ -152,10 +157,13 @@ def check_results(results, path):
                     f"{path}: runs[{index}].{field} lacks {', '.join(missing)}: fix it by hand "
                     "or rerun the comparison to rewrite it."
                 )
-        for name, losses in (run.get("eval") or {}).items():
-            for key, kind in EVAL_FIELDS.items():
-                if not _KINDS[kind](losses.get(key)):
-                    refuse(f"runs[{index}].eval.{name}.{key}", kind, losses.get(key))
+        _check_eval(run, f"runs[{index}]", refuse)
+        for number, adapter in enumerate(run.get("adapters") or []):
+            where = f"runs[{index}].adapters[{number}]"
+            for key, kind in ADAPTER_FIELDS.items():  # a run not yet finished has its rank only
+                if adapter.get(key) is not None and not _KINDS[kind](adapter[key]):
+                    refuse(f"{where}.{key}", kind + " or null", adapter[key])
+            _check_eval(adapter, where, refuse)
         for field, other in TOGETHER.items():
             if run.get(field) is not None and run.get(other) is None:
                 raise ValueError(
@@ -166,6 +174,16 @@ def check_results(results, path):
             for field in ("prompt", "text"):
                 if not isinstance(sample.get(field), str):
                     refuse(f"runs[{index}].samples[{number}].{field}", "a text", sample.get(field))
+
+
+def _check_eval(holder, where, refuse):
+    """The held-out losses of a run (or of one of its adapters), as the report reads them."""
+    for name, losses in (holder.get("eval") or {}).items():
+        if not isinstance(losses, dict):
+            refuse(f"{where}.eval.{name}", "an object", losses)
+        for key, kind in EVAL_FIELDS.items():
+            if not _KINDS[kind](losses.get(key)):
+                refuse(f"{where}.eval.{name}.{key}", kind, losses.get(key))
 
 
 # Statuses of runs that never ran to an end: the comparison stopped before or during them.
@@ -183,6 +201,8 @@ def run_label(run):
     """Name a run in tables and legends: its mode, its rank where it has one, its levers."""
     rank = run.get("rank")
     label = run["mode"] if rank is None else f"{run['mode']} r={rank}"
+    if run.get("adapters"):  # several ranks trained together, one adapter each
+        label += " together r=" + ",".join(str(adapter.get("rank")) for adapter in run["adapters"])
     levers = options_label(run.get("options") or {})
     return f"{label} {levers}" if levers else label
 
