@@ -1,5 +1,8 @@
 """`weights="pretrained"` offline: a preset kagglehub already holds loads from its cache."""
 
+import subprocess
+import sys
+
 import keras
 import keras_hub
 import numpy as np
@@ -8,7 +11,7 @@ from conftest import token_batch
 
 from lora_keras import network
 from lora_keras.experiments.compare import choose_weights
-from lora_keras.models import load_gpt2
+from lora_keras.models import load_gpt2, preset_cache
 from lora_keras.models.preset_cache import cached_preset_folder
 from lora_keras.models.tokenizer import local_gpt2_tokenizer
 
@@ -69,3 +72,23 @@ def test_an_incomplete_cache_is_not_taken_for_the_preset(offline):
     assert cached_preset_folder("gpt2_base_en") is None
     with pytest.raises(ConnectionError, match="Cannot reach"):
         load_gpt2("gpt2_base_en")
+
+
+def test_the_handles_are_kerashubs_read_without_importing_it(monkeypatch):
+    registry = keras_hub.models.GPT2CausalLM.presets
+    assert preset_cache.gpt2_kaggle_handles() == {
+        name: metadata["kaggle_handle"] for name, metadata in registry.items()
+    }
+    script = (
+        "import sys; from lora_keras.models.preset_cache import cached_preset_folder; "
+        "cached_preset_folder('gpt2_base_en'); "
+        "print(sorted({'keras_hub', 'tensorflow'} & set(sys.modules)))"
+    )
+    started = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert started.stdout.strip() == "[]", started.stderr
+    # Were the table to move inside KerasHub, the registry answers.
+    monkeypatch.setattr(preset_cache, "_GPT2_PRESETS", ("moved", "gpt2_presets.py"))
+    assert (
+        preset_cache.gpt2_kaggle_handles()["gpt2_base_en"]
+        == (registry["gpt2_base_en"]["kaggle_handle"])
+    )

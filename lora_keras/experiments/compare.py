@@ -43,7 +43,7 @@ def choose_weights(preset, weights):
         return "random", f"{preset} has no pretrained weights"
     if os.path.isdir(preset):
         return "pretrained", "a local preset folder carries its weights"
-    from lora_keras.models.preset_cache import cached_preset_folder  # starts KerasHub
+    from lora_keras.models.preset_cache import cached_preset_folder
 
     if cached_preset_folder(preset):
         return "pretrained", "kagglehub's cache already holds the preset"
