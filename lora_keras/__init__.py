@@ -49,6 +49,7 @@ _EXPORTS = {
     "MixLoraFeedForward": "lora_keras.layers",
     "NF4Dense": "lora_keras.layers",
     "NF4EinsumDense": "lora_keras.layers",
+    "PerAdapterLoss": "lora_keras.layers",
     "NF4_VALUES": "lora_keras.layers.nf4_codec",
     "NF4Tensor": "lora_keras.layers.nf4_codec",
     "nf4_dequantize": "lora_keras.layers.nf4_codec",

@@ -5,6 +5,7 @@ import keras_hub
 
 from lora_keras.gpt2_surgery.lookups import multi_lora_layers
 from lora_keras.layers.adapter_routing import check_adapter_ids
+from lora_keras.layers.per_adapter_loss import PerAdapterLoss
 
 # --- Many adapters: the task model that takes `adapter_ids` ---------------------------------
 
@@ -36,6 +37,7 @@ def settle_multi_adapter_lm(model):
     """Makes a `GPT2CausalLM` with several adapters a `MultiAdapterGPT2CausalLM`."""
     check_multi_adapter_lm(model)
     model.__class__ = MultiAdapterGPT2CausalLM
+    model.track_adapter_losses()
 
 
 @keras.saving.register_keras_serializable(package="lora_keras")
@@ -48,7 +50,31 @@ class MultiAdapterGPT2CausalLM(keras_hub.models.GPT2CausalLM):
     for the length of each call (`AdapterRouting`), in `call`, `fit`, `predict`,
     `evaluate` and `generate` alike; the rest is KerasHub's. `lk.apply_multi_lora`
     makes a model this class; it is never built directly.
+
+    `fit` and `evaluate` log each adapter's own loss beside the batch's `loss`:
+    `loss_NAME`, its mean next-token cross-entropy over its counted tokens (those
+    `sample_weight` weighs, or without it those of `padding_mask`), from a
+    `lk.PerAdapterLoss` metric that Keras resets each epoch.
     """
+
+    def __init__(self, *args, **kwargs):
+        # Only a saved model is built anew (`from_config`); `apply_multi_lora` changes the class
+        # of one that exists, then calls `track_adapter_losses` itself.
+        super().__init__(*args, **kwargs)
+        self.track_adapter_losses()
+
+    def track_adapter_losses(self):
+        """Gives the model its `PerAdapterLoss` metric, once; Keras lists it in `metrics`."""
+        if getattr(self, "per_adapter_loss", None) is None:
+            self.per_adapter_loss = PerAdapterLoss(self._routing().adapter_names)
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if y is not None:
+            _, adapter_ids = self._split_ids(x)
+            counted = x.get("padding_mask") if sample_weight is None else sample_weight
+            self.per_adapter_loss.update_state(adapter_ids, y, y_pred, counted)
+        # After the update: Keras's own collects every metric's result, this one's included.
+        return super().compute_metrics(x, y, y_pred, sample_weight)
 
     def _routing(self):
         return next(iter(multi_lora_layers(self).values())).routing

@@ -11,6 +11,7 @@ from lora_keras.layers.multi_lora_dense import MultiLoraDense
 from lora_keras.layers.multi_lora_einsum_dense import MultiLoraEinsumDense
 from lora_keras.layers.nf4_dense import NF4Dense
 from lora_keras.layers.nf4_einsum_dense import NF4EinsumDense
+from lora_keras.layers.per_adapter_loss import PerAdapterLoss
 
 __all__ = [
     "BaseDoraLayer",
@@ -27,4 +28,5 @@ __all__ = [
     "MultiLoraEinsumDense",
     "NF4Dense",
     "NF4EinsumDense",
+    "PerAdapterLoss",
 ]

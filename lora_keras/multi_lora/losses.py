@@ -32,6 +32,9 @@ def adapter_sample_weight(adapter_ids, padding_mask):
 def adapter_losses(model, x, y, padding_mask=None):
     """Each adapter's mean next-token cross-entropy on its own sequences of `(x, y)`.
 
+    The same value `fit` and `evaluate` log as `loss_NAME` (`lk.PerAdapterLoss`), computed
+    here after the fact, in float64 NumPy, on one batch.
+
     Args:
         model: a `GPT2CausalLM` holding several adapters.
         x: a dict of `token_ids`, `padding_mask`, `adapter_ids`.
