@@ -75,6 +75,7 @@ _EXPORTS = {
     "adapter_sample_weight": "lora_keras.multi_lora",
     "apply_multi_lora": "lora_keras.multi_lora",
     "generate": "lora_keras.multi_lora",
+    "mixed_batches": "lora_keras.multi_lora",
     "expert_loads": "lora_keras.mixlora.apply",
     "GPT2_ARCHITECTURES": "lora_keras.models",
     "KNOWN_PRESETS": "lora_keras.models",

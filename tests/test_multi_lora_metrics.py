@@ -130,3 +130,25 @@ def test_after_a_keras_round_trip(tmp_path):
     logs = restored.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
     assert adapter_keys(logs) == sorted(loss_names(lm))
     assert_matches(logs, adapter_losses(lm, x, y))
+
+
+def test_mixed_batches_put_each_adapters_batch_of_a_step_side_by_side():
+    lm = compiled(multi_lm())
+    own = {}
+    for seed, name in enumerate(("big", "small")):  # not in the order of the ids
+        x, y = padded_batch(np.zeros(4, "int32"), seed=seed)
+        weights = x["padding_mask"].astype("float32")
+        plain = {key: x[key] for key in ("token_ids", "padding_mask")}
+        own[name] = lk.ArrayBatches((plain, y, weights), batch_size=2)  # 2 batches of 2
+    batches = list(lk.mixed_batches(lm, {"big": own["big"], "small": own["small"]}))
+    assert len(batches) == 2
+    x, y, weights = keras.tree.map_structure(np.asarray, tuple(batches[1]))
+    np.testing.assert_array_equal(x["adapter_ids"], [0, 0, 1, 1])  # small, then big
+    np.testing.assert_array_equal(x["token_ids"][:2], own["small"][1][0]["token_ids"])
+    np.testing.assert_array_equal(y[2:], own["big"][1][1])
+    counted = np.concatenate([own["small"][1][2], own["big"][1][2]])
+    np.testing.assert_allclose(weights, adapter_sample_weight(x["adapter_ids"], counted))
+    logs = lm.evaluate(lk.mixed_batches(lm, own), verbose=0, return_dict=True)
+    assert adapter_keys(logs) == sorted(loss_names(lm))
+    with pytest.raises(ValueError, match=r"this model holds \['small', 'big'\], got \['tiny'\]"):
+        lk.mixed_batches(lm, {"tiny": own["big"]})
