@@ -183,10 +183,11 @@ plt.show()
 # models. Below, each adapter is saved (`lk.save_adapter(..., adapter=NAME)` writes the file a
 # single-adapter model loads) and loaded into a model of its own, and both sides are counted:
 # the bytes their weights hold, read from their variables, and the training peak that
-# `lk.estimate_for_model` predicts from first principles for one step (weights, gradients,
-# optimizer state, activations, and the framework's own memory, which each job, a process of its
-# own, holds for itself): the shared model on the mixed batch, each separate model on its own
-# family's batch. Each separate model also generates, for the comparison at the end.
+# `lk.estimate_for_model` predicts for one step from the model as it is (weights, gradients,
+# optimizer state, activations, and what this backend holds beside them, as the package's
+# planner models it; not the process's own runtime): the shared model on the mixed batch, each
+# separate model on its own family's batch. Each separate model also generates, for the
+# comparison at the end.
 
 # %%
 PROMPT = ""  # no prompt, only the start token: each adapter chooses how its text begins
@@ -257,11 +258,13 @@ print(
 # %% [markdown]
 # Read the bars component by component. The activations are the same on both sides: the shared
 # model's batch holds every family's sequences, so sharing does not shrink them. What the
-# separate jobs repeat is what each holds for itself: its frozen weights and the framework's
-# memory. So the larger the frozen model is against one batch's activations, the more sharing
-# saves: GPT-2 base more than `gpt2_mini` (set `PRESET` to see it), a 7B model more still. The
-# bars are an estimate from the models' shapes; `python benchmarks/multi_lora_together.py`
-# measures the peaks of adapters trained together and one after another, each in its own process.
+# separate jobs repeat is what each holds whatever its batch: its frozen weights, and the part of
+# the backend's share that does not grow with the batch (large for some backends, small for
+# others: run this notebook on JAX, as notebooks/README.md says, to see). So the larger the
+# frozen model is against one batch's activations, the more sharing saves: GPT-2 base more than
+# `gpt2_mini` (set `PRESET` to see it), a 7B model more still. The bars are an estimate; `python
+# benchmarks/multi_lora_together.py` measures the peaks of adapters trained together and one
+# after another, each in its own process.
 
 # %% [markdown]
 # ## One batch, four styles
@@ -284,9 +287,9 @@ for family, text in zip(FAMILIES, mixed, strict=True):
 #
 # - **One `fit`, several jobs.** Each adapter trains on its own sequences, with its own loss in
 #   the history; an adapter whose sequences are missing from a batch gets no gradient from it.
-# - **Sharing saves what each job holds for itself, not the activations**: the frozen model
-#   and the framework's memory, once instead of four times. How much that is depends on the
-#   frozen model's size against one batch's activations.
+# - **Sharing saves what each job holds whatever its batch, not the activations**: the frozen
+#   model, once instead of four times. How much that is depends on the frozen model's size
+#   against one batch's activations.
 # - **Serving mixes adapters in one batch**, each prompt's result the one its adapter gives
 #   alone (greedy): one base model can answer many tasks at once.
 # - **A family the base never saw learns slowly.** `gpt2_mini` was pretrained on every family
