@@ -110,6 +110,19 @@ def test_one_metric_whatever_the_compiles_and_none_on_plain_models():
     assert sorted(plain.evaluate(plain_x, y, verbose=0, return_dict=True)) == sorted(before)
 
 
+def test_a_compiled_metric_of_the_same_name_is_reported_in_its_place():
+    """As `sweep --together` compiles its own per-step `loss_NAME` metrics."""
+    lm = multi_lm()
+    constant = keras.metrics.MeanMetricWrapper(
+        lambda y_true, y_pred: keras.ops.full(keras.ops.shape(y_true), 7.0), name="loss_small"
+    )
+    lm.compile(optimizer="sgd", loss=LOSS, weighted_metrics=[constant])
+    x, y = batch()
+    logs = lm.evaluate(x, y, verbose=0, return_dict=True)
+    assert logs["loss_small"] == pytest.approx(7.0)
+    assert_matches(logs, {"big": adapter_losses(lm, x, y)["big"]})
+
+
 def test_a_model_that_trained_before_its_adapters_logs_them():
     lm = compiled(make_tiny_lm())
     x, y = batch()

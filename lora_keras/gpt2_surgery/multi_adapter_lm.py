@@ -54,7 +54,8 @@ class MultiAdapterGPT2CausalLM(keras_hub.models.GPT2CausalLM):
     `fit` and `evaluate` log each adapter's own loss beside the batch's `loss`:
     `loss_NAME`, its mean next-token cross-entropy over its counted tokens (those
     `sample_weight` weighs, or without it those of `padding_mask`), from a
-    `lk.PerAdapterLoss` metric that Keras resets each epoch.
+    `lk.PerAdapterLoss` metric that Keras resets each epoch. A metric compiled with
+    the same name (`compile(weighted_metrics=[...])`) is reported in its place.
     """
 
     def __init__(self, *args, **kwargs):
@@ -67,6 +68,17 @@ class MultiAdapterGPT2CausalLM(keras_hub.models.GPT2CausalLM):
         """Gives the model its `PerAdapterLoss` metric, once; Keras lists it in `metrics`."""
         if getattr(self, "per_adapter_loss", None) is None:
             self.per_adapter_loss = PerAdapterLoss(self._routing().adapter_names)
+
+    @property
+    def metrics(self):
+        # Right after the loss tracker, before the compiled metrics: Keras reports the last of
+        # two metrics with one name, so a compiled metric named `loss_NAME` is the one reported.
+        own = getattr(self, "per_adapter_loss", None)
+        if own is None:  # while KerasHub builds the model, before it is given
+            return super().metrics
+        listed = [m for m in super().metrics if m is not own]
+        after_loss = next((i + 1 for i, m in enumerate(listed) if m.name == "loss"), 0)
+        return [*listed[:after_loss], own, *listed[after_loss:]]
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if y is not None:
