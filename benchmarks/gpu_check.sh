@@ -17,8 +17,6 @@
 #   levers-jax-remat/     jax, lora --jit-compile --frozen-dtype bfloat16 --remat --chunked-loss
 #   frozen-float16-jax/   jax, lora --jit-compile --frozen-dtype float16 (what a T4 runs), beside
 #                         levers-jax-xla's bfloat16
-#   compare-torch-compile/  torch, full,lora --jit-compile (Keras compiles the step with
-#                         torch.compile), beside compare-torch's eager steps
 #   environment.txt       GPU, versions;  gpu_check.log  everything printed
 #
 # The GPU machine has Python 3.12, JAX (CUDA), torch (CUDA), numpy, matplotlib, psutil, h5py, rich,
@@ -143,10 +141,8 @@ stage() {  # name, backend, most seconds, seconds a run, modes, extra flags...
 
 # JAX compiles its steps with XLA (Keras's own default there); compare's default is off.
 stage compare-jax-xla jax 200 100 full,lora,keras_lora --jit-compile
-torch_ok=False
 if "$python" -c "import torch, sys; sys.exit(not ($cpu or torch.cuda.is_available()))" 2>/dev/null
 then
-    torch_ok=True
     stage compare-torch torch 130 80 full,lora,keras_lora
     stage levers-torch torch 100 60 lora,dora --frozen-dtype bfloat16 --remat --chunked-loss
 else
@@ -157,9 +153,6 @@ stage compare-jax-qlora-dora jax 120 70 qlora,dora --jit-compile
 stage levers-jax-xla jax 100 70 lora --frozen-dtype bfloat16 --chunked-loss --jit-compile
 stage levers-jax-remat jax 100 70 lora --frozen-dtype bfloat16 --remat --chunked-loss --jit-compile
 stage frozen-float16-jax jax 80 60 lora --frozen-dtype float16 --jit-compile
-if [ "$torch_ok" = True ]; then
-    stage compare-torch-compile torch 200 120 full,lora --jit-compile
-fi
 
 echo "gpu_check: done in ${SECONDS} s; results in $out"
 exit "$failed"

@@ -149,6 +149,20 @@ def test_a_spec_round_trips_through_json():
         RunSpec.from_json({"epochs": 3})
 
 
+def test_torch_compile_is_refused_up_front_and_left_out_of_a_torch_options_sweep():
+    with pytest.raises(
+        ValueError,
+        match=r"jit_compile \(--jit-compile\) cannot run on backend='torch' \(--backend torch\)"
+        r".* recompiles each layer until dynamo's recompile limit.* --backend jax --jit-compile",
+    ):
+        RunSpec(preset="gpt2_tiny", backend="torch", options={"jit_compile": True})
+    torch_sweep = RunSpec(preset="gpt2_tiny", backend="torch", modes=("lora",), options_sweep=True)
+    names = [run.name for run in torch_sweep.runs()]
+    assert "lora+xla" not in names and "lora+remat" in names
+    tf_sweep = RunSpec(preset="gpt2_tiny", modes=("lora",), options_sweep=True)
+    assert "lora+xla" in [run.name for run in tf_sweep.runs()]  # TensorFlow's XLA still runs
+
+
 def test_a_spec_checks_itself_on_construction():
     with pytest.raises(ValueError, match=r"steps \(--steps\) must be at least 2, got 1"):
         RunSpec(steps=1)

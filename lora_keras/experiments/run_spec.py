@@ -220,6 +220,7 @@ class RunSpec:
                 f"{flag('data_parallel')} needs the jax or tensorflow backend: Keras's "
                 "distribution API has no torch data parallel. Use backend='jax' (--backend jax)."
             )
+        self._check_torch_compile()
         checks.check_together(self)
         self._check_options_sweep()
         if "mixlora" in self.modes and (self.options.remat or self.options_sweep):
@@ -253,6 +254,19 @@ class RunSpec:
         checks.check_modes(self.modes)
         if "mixlora" in self.modes:
             checks.check_mixlora(self.mixlora, shape)
+
+    def _check_torch_compile(self):
+        """Dynamo cannot resume from graph breaks in Keras's layer calls (`keras.src.tree` under
+        a name scope): it compiles `Layer.forward` per layer up to its recompile limit (8), then
+        runs them eagerly. Plain Keras GPT-2 does the same: not ours to fix, so refused."""
+        if self.backend == "torch" and self.options.jit_compile:
+            raise ValueError(
+                f"{flag('jit_compile')} cannot run on backend='torch' (--backend torch): Keras "
+                "compiles the step with torch.compile, which breaks its graph inside Keras's "
+                "own layer calls and recompiles each layer until dynamo's recompile limit, so "
+                "the step stays eager after a first step of minutes, for GPT-2 with or without "
+                "LoRA. Run torch without --jit-compile, or use --backend jax --jit-compile (XLA)."
+            )
 
     def _check_options_sweep(self):
         """An options sweep turns each lever on alone, against runs with every lever off."""
@@ -323,7 +337,11 @@ class RunSpec:
             runs = [(mode, mode, own_rank.get(mode, self.rank)) for mode in self.modes]
         runs = [(*run, {}) for run in runs]
         if self.options_sweep:
-            runs = [swept for _, mode, rank, _ in runs for swept in options_sweep_runs(mode, rank)]
+            runs = [
+                swept
+                for _, mode, rank, _ in runs
+                for swept in options_sweep_runs(mode, rank, self.backend)
+            ]
         shared = self.options.to_json()
         planned = [
             PlannedRun(name, mode, rank, Options.from_json({**shared, **own}))

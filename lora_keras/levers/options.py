@@ -328,12 +328,18 @@ def refuse_unhonoured(model, options):
         )
 
 
-def options_sweep_runs(mode, rank):
-    """`(name, mode, rank, options)`: `mode` plain, then once per lever, that lever alone."""
+def options_sweep_runs(mode, rank, backend=None):
+    """`(name, mode, rank, options)`: `mode` plain, then once per lever, that lever alone.
+
+    Under torch there is no `jit_compile` run: `RunSpec` refuses it there (Keras's torch.compile
+    of the step stays eager; see `RunSpec._check_torch_compile`).
+    """
     runs = [(mode, mode, rank, {})]
     for name in OPTIONS:
         if name == "frozen_dtype" and mode not in FROZEN_DTYPE_MODES:
             continue  # a mode that cannot honour it is shown without it
+        if name == "jit_compile" and backend == "torch":
+            continue
         options = {name: True}
         if name in PRECISION_OPTIONS:
             # bfloat16 alone: the experiment's own precision option would clash with it.
