@@ -45,7 +45,12 @@ def environment(**extra):
     """The backend, versions, CPU model and instruction sets (`lk.describe_environment`)."""
     from lora_keras.experiments.environment import describe_environment
 
-    return {**describe_environment(), **extra}
+    return {**describe_environment(), "load_average": load_average(), **extra}
+
+
+def load_average():
+    """The machine's 1-minute load average now: above its core count, others shared the CPU."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
 
 def write_results(path, results):

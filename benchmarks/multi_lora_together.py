@@ -38,6 +38,7 @@ from _multi_lora_common import (
     adapter_settings,
     environment,
     initial_a,
+    load_average,
     random_gpt2,
     write_results,
 )
@@ -187,6 +188,7 @@ def child(args):
         "tokens_per_step": tokens,
         "tokens_per_second": tokens / statistics.median(steady),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "load_average_at_end": load_average(),  # the step times' noise on a shared machine
         "final_losses": losses,
     }
     print("RESULT " + json.dumps(record))
