@@ -63,7 +63,8 @@ def _adapter_weights(shape_a, shape_b, k):
 
 
 def build_models(args):
-    """`{variant: model}`, every model compiled for greedy generation."""
+    """`({variant: model}, served)`: the models, compiled for greedy generation, and the id of
+    the adapter the single-adapter models hold."""
     import lora_keras as lk
     from lora_keras.gpt2_surgery import lora_layers, multi_lora_layers
 
