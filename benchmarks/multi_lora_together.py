@@ -10,8 +10,11 @@ batch holds every adapter's sequences and the loss is the sum of each adapter's 
     python benchmarks/multi_lora_together.py                                   # gpt2_tiny, quick
     python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 3 \\
         --out benchmarks/results/multi-lora-together-cpu.json
-    python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 3 \\
+    python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 4 \\
         --chunked-loss --remat --out benchmarks/results/multi-lora-together-cpu-chunked-remat.json
+    python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 3 \\
+        --chunked-loss --remat --frozen-dtype bfloat16 \\
+        --out benchmarks/results/multi-lora-together-cpu-chunked-remat-bf16.json
 
 The levers (`--chunked-loss`, `--remat`, `--frozen-dtype`) are the package's
 (`lora_keras.levers`), applied as `train_one` applies them and the same on both sides: the
