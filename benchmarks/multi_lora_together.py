@@ -8,8 +8,20 @@ batch holds every adapter's sequences and the loss is the sum of each adapter's 
 (`adapter_sample_weight`), so each adapter's steps are its separate run's within round-off.
 
     python benchmarks/multi_lora_together.py                                   # gpt2_tiny, quick
-    python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 4 \\
+    python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 3 \\
         --out benchmarks/results/multi-lora-together-cpu.json
+    python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 4 \\
+        --chunked-loss --remat --out benchmarks/results/multi-lora-together-cpu-chunked-remat.json
+    python benchmarks/multi_lora_together.py --preset gpt2_base_en --steps 3 \\
+        --chunked-loss --remat --frozen-dtype bfloat16 \\
+        --out benchmarks/results/multi-lora-together-cpu-chunked-remat-bf16.json
+
+The levers (`--chunked-loss`, `--remat`, `--frozen-dtype`) are the package's
+(`lora_keras.levers`), applied as `train_one` applies them and the same on both sides: the
+chunked loss computes the cross-entropy 32 positions at a time, never the whole logits
+tensor; remat recomputes each block in the backward pass; a half-precision frozen model keeps
+the adapters float32. `--remat` on the multi-adapter side runs with `--chunked-loss` only
+(its adapter ids stay set through the recomputation there); the plain task model's would not.
 
 Reported per run: wall time of the process's training (first step apart), median steady step,
 tokens per second (summed over adapters), peak resident memory (`ru_maxrss`, the process's; on
@@ -18,18 +30,23 @@ a CPU that is the memory there is), and each adapter's loss on its last batch af
 
 import argparse
 import json
-import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from _multi_lora_common import (
+    RANKS,
+    adapter_settings,
+    environment,
+    initial_a,
+    load_average,
+    random_gpt2,
+    write_results,
+)
 
-RANKS = (4, 8, 16, 32)  # the adapters, as the ranks of a sweep
+LEVERS = ("chunked_loss", "remat", "frozen_dtype")  # lora_keras.levers.options.Options fields
 
 
 def _batches(args, adapter, step):
@@ -47,24 +64,16 @@ def _batches(args, adapter, step):
     return x, tokens[:, 1:].astype("int32")
 
 
-def _initial_a(shape, adapter):
-    """A of adapter `adapter` as the reference LoRA starts it, the same on both sides."""
-    import numpy as np
+def _options(args):
+    """The levers, checked by the package as `compare` checks them."""
+    from lora_keras.levers.options import Options
 
-    fan_in = int(np.prod(shape[:-1]))
-    bound = 1.0 / np.sqrt(fan_in)
-    return np.random.default_rng(adapter).uniform(-bound, bound, shape).astype("float32")
+    return Options(**{name: getattr(args, name) for name in LEVERS}).to_json()
 
 
 def _model(args):
-    import keras
-    import keras_hub
-
-    from lora_keras.models import GPT2_ARCHITECTURES
-
-    keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.GPT2Backbone(**GPT2_ARCHITECTURES[args.preset], dropout=0.0)
-    return keras_hub.models.GPT2CausalLM(backbone, preprocessor=None)
+    """The random base, in `--frozen-dtype` if given."""
+    return random_gpt2(args.preset, dtype=args.frozen_dtype)
 
 
 def _token_losses(lm, x, y):
@@ -88,17 +97,33 @@ def _train(lm, batch_of_step, steps):
     return times
 
 
-def _compile(lm, optimizer):
+def _compile(lm, args):
+    """The model that trains, compiled: `lm`, or its backbone under the chunked loss.
+
+    As `train_one` does it: remat after the adapters (it wraps the blocks they are in), a
+    float16 frozen model's optimizer loss-scaled.
+    """
     import keras
 
+    from lora_keras.levers import options as levers
+    from lora_keras.levers.chunked_loss import ChunkedLossCausalLM
+
+    options = _options(args)
+    if options["remat"]:
+        levers.rematerialise_blocks(lm.backbone)
     optimizers = {
         "adamw": lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.01),
         "sgd": lambda: keras.optimizers.SGD(0.1),
     }
-    lm.compile(
-        optimizer=optimizers[optimizer](),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    optimizer = levers.loss_scaled(optimizers[args.optimizer](), options)
+    if options["chunked_loss"]:
+        model = ChunkedLossCausalLM(lm.backbone, levers.CHUNK_SIZE)
+        model.compile(optimizer=optimizer)
+    else:
+        model = lm
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        model.compile(optimizer=optimizer, loss=loss)
+    return model
 
 
 def run_together(args):
@@ -109,13 +134,13 @@ def run_together(args):
 
     lm = _model(args)
     ranks = RANKS[: args.adapters]
-    apply_multi_lora(lm, {f"rank{r}": {"rank": r, "alpha": 2.0 * r} for r in ranks})
+    apply_multi_lora(lm, adapter_settings(ranks))
     for layer in multi_lora_layers(lm).values():
         for k, rank in enumerate(ranks):
             own = layer.get_adapter(k)
-            own["lora_kernel_a"] = _initial_a(own["lora_kernel_a"].shape, k)
+            own["lora_kernel_a"] = initial_a(own["lora_kernel_a"].shape, k)
             layer.set_adapter(k, own, rank, 2.0 * rank)
-    _compile(lm, args.optimizer)
+    model = _compile(lm, args)
 
     def batch_of_step(step):
         parts = [_batches(args, k, step) for k in range(len(ranks))]
@@ -124,7 +149,7 @@ def run_together(args):
         y = np.concatenate([p[1] for p in parts])
         return x, y, adapter_sample_weight(x["adapter_ids"], x["padding_mask"])
 
-    times = _train(lm, batch_of_step, args.steps)
+    times = _train(model, batch_of_step, args.steps)
     x, y, _ = batch_of_step(args.steps - 1)
     losses = _token_losses(lm, x, y).reshape(len(ranks), args.batch_size, -1).mean(axis=(1, 2))
     return times, args.batch_size * len(ranks), [float(v) for v in losses]
@@ -136,14 +161,14 @@ def run_alone(args, k):
     lm = _model(args)
     rank = RANKS[k]
     for layer in lk.apply_lora(lm, rank=rank, alpha=2.0 * rank):
-        layer.lora_kernel_a.assign(_initial_a(tuple(layer.lora_kernel_a.shape), k))
-    _compile(lm, args.optimizer)
+        layer.lora_kernel_a.assign(initial_a(tuple(layer.lora_kernel_a.shape), k))
+    model = _compile(lm, args)
 
     def batch_of_step(step):
         x, y = _batches(args, k, step)
         return x, y, None
 
-    times = _train(lm, batch_of_step, args.steps)
+    times = _train(model, batch_of_step, args.steps)
     x, y, _ = batch_of_step(args.steps - 1)
     return times, args.batch_size, [float(_token_losses(lm, x, y).mean())]
 
@@ -166,6 +191,7 @@ def child(args):
         "tokens_per_step": tokens,
         "tokens_per_second": tokens / statistics.median(steady),
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "load_average_at_end": load_average(),  # the step times' noise on a shared machine
         "final_losses": losses,
     }
     print("RESULT " + json.dumps(record))
@@ -175,6 +201,8 @@ def _spawn(args, which):
     command = [sys.executable, __file__, "--child", which]
     for name in ("preset", "adapters", "batch_size", "sequence_length", "steps", "optimizer"):
         command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+    command += ["--chunked-loss"] * args.chunked_loss + ["--remat"] * args.remat
+    command += ["--frozen-dtype", args.frozen_dtype] if args.frozen_dtype else []
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     return json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
 
@@ -199,37 +227,17 @@ def main(args):
             for t, a in zip(together["final_losses"], alone, strict=True)
         ),
     }
-    import keras
-
     results = {
         "config": {**vars(args), "ranks": list(RANKS[: args.adapters])},
-        "environment": {
-            "backend": keras.backend.backend(),
-            "keras": keras.__version__,
-            "cpu": platform.processor() or platform.machine(),
-            "cpu_model": _cpu_model(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "memory_source": "peak resident memory of each process (ru_maxrss)",
-        },
+        "options": _options(args),
+        "environment": environment(
+            memory_source="peak resident memory of each process (ru_maxrss)"
+        ),
         "together": together,
         "alone": alone,
         "summary": summary,
     }
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-        with open(args.out, "w") as file:
-            file.write(text + "\n")
-
-
-def _cpu_model():
-    try:
-        with open("/proc/cpuinfo") as file:
-            return next(line.split(":", 1)[1].strip() for line in file if "model name" in line)
-    except (OSError, StopIteration):
-        return None
+    write_results(args.out, results)
 
 
 if __name__ == "__main__":
@@ -240,7 +248,16 @@ if __name__ == "__main__":
     parser.add_argument("--sequence-length", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--optimizer", default="adamw", choices=("adamw", "sgd"))
+    parser.add_argument("--chunked-loss", action="store_true", help="cross-entropy in chunks")
+    parser.add_argument("--remat", action="store_true", help="recompute blocks (backward pass)")
+    parser.add_argument("--frozen-dtype", default=None, choices=("bfloat16", "float16"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parsed = parser.parse_args()
+    if parsed.remat and not parsed.chunked_loss:
+        parser.error(
+            "--remat needs --chunked-loss here: the multi-adapter task model "
+            "(MultiAdapterGPT2CausalLM) sets its adapter ids for its forward pass only, and "
+            "remat recomputes the blocks after it; the chunked loss keeps them for the step."
+        )
     child(parsed) if parsed.child else main(parsed)

@@ -30,6 +30,11 @@ class ChunkedLossCausalLM(keras.Model):
     and `torch.utils.checkpoint` on torch, so the model trains on all three.
     Compile it without a `loss`: it computes its own.
 
+    A backbone holding several adapters (`lk.apply_multi_lora`) takes `adapter_ids`
+    in the inputs, as `MultiAdapterGPT2CausalLM` does; they stay set for the whole
+    training step, so blocks that `rematerialise_blocks` recomputes in the backward
+    pass use them too (`lk.adapter_sample_weight` weighs the loss per adapter).
+
     Args:
         backbone: a `keras_hub.models.GPT2Backbone` (its token embedding is the
             output projection, as in `GPT2CausalLM`).
@@ -54,7 +59,41 @@ class ChunkedLossCausalLM(keras.Model):
         self.chunk_size = int(chunk_size)
 
     def call(self, inputs, training=None):
-        return self.backbone(inputs, training=training)  # (batch, seq, hidden)
+        routing, inputs, adapter_ids = self._routing(inputs)
+        if routing is None:
+            return self.backbone(inputs, training=training)  # (batch, seq, hidden)
+        with routing.ids_for_call(adapter_ids):
+            return self.backbone(inputs, training=training)
+
+    def train_step(self, *args, **kwargs):
+        # The last argument is the batch on every backend (JAX's first is the state). The
+        # ids are set for the whole step, not only its forward pass: TensorFlow and torch
+        # recompute rematerialised blocks while computing the gradient, after `call`.
+        data = args[-1]
+        routing, _, adapter_ids = self._routing(data[0] if isinstance(data, tuple) else data)
+        if routing is None:
+            return super().train_step(*args, **kwargs)
+        with routing.ids_for_call(adapter_ids):
+            return super().train_step(*args, **kwargs)
+
+    def _routing(self, inputs):
+        """`(routing, inputs without adapter_ids, adapter_ids)`; routing None for one adapter."""
+        from lora_keras.gpt2_surgery.lookups import multi_lora_layers
+
+        layers = multi_lora_layers(self.backbone)
+        has_ids = isinstance(inputs, dict) and "adapter_ids" in inputs
+        if not layers:
+            if has_ids:
+                raise ValueError(
+                    "The inputs hold 'adapter_ids', but this backbone holds no named adapters: "
+                    "drop adapter_ids, or put several adapters on it with "
+                    "`lk.apply_multi_lora(model, {name: settings})` first."
+                )
+            return None, inputs, None
+        if not has_ids:
+            return None, inputs, None  # the adapters' layers say what is missing
+        rest = {key: value for key, value in inputs.items() if key != "adapter_ids"}
+        return next(iter(layers.values())).routing, rest, inputs["adapter_ids"]
 
     def compile(self, loss=None, **kwargs):
         if loss is not None:
