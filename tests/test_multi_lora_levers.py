@@ -52,3 +52,16 @@ def test_chunked_loss_refuses_adapter_ids_without_adapters():
         plain(x)
     hidden = lk.ChunkedLossCausalLM(lm.backbone)(x)
     assert tuple(hidden.shape)[:2] == x["token_ids"].shape
+
+
+def test_remat_alone_trains_several_adapters_as_without_it():
+    lm = multi_lm()
+    lm.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    plain = trained(lm, lm)
+    levered = multi_lm()
+    rematerialise_blocks(levered.backbone)  # the ids must outlive the forward pass
+    levered.compile(
+        optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    for a, b in zip(plain, trained(levered, levered), strict=True):
+        np.testing.assert_allclose(b, a, rtol=LOSS_TOLERANCE["remat"], atol=1e-7)

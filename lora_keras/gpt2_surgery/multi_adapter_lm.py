@@ -4,7 +4,7 @@ import keras
 import keras_hub
 
 from lora_keras.gpt2_surgery.lookups import multi_lora_layers
-from lora_keras.layers.adapter_routing import check_adapter_ids
+from lora_keras.layers.adapter_routing import check_adapter_ids, step_inputs
 from lora_keras.layers.per_adapter_loss import PerAdapterLoss
 
 # --- Many adapters: the task model that takes `adapter_ids` ---------------------------------
@@ -116,6 +116,11 @@ class MultiAdapterGPT2CausalLM(keras_hub.models.GPT2CausalLM):
             mask = {key: value for key, value in mask.items() if key != "adapter_ids"}
         with self._routing().ids_for_call(adapter_ids):
             return super().call(inputs, training=training, mask=mask, **kwargs)
+
+    def train_step(self, *args, **kwargs):
+        _, adapter_ids = self._split_ids(step_inputs(args))  # set for the whole step
+        with self._routing().ids_for_call(adapter_ids):
+            return super().train_step(*args, **kwargs)
 
     def generate_step(self, inputs, stop_token_ids=None):
         inputs, adapter_ids = self._split_ids(inputs)

@@ -31,6 +31,18 @@ class AdapterRouting:
             self.adapter_ids = outer
 
 
+def step_inputs(train_step_args):
+    """The inputs `x` of the batch a `train_step` is given, on every backend.
+
+    The batch is the last argument (JAX's first is the state), `(x, y, sample_weight)` or `x`.
+    A model routing adapters sets the ids for the whole step, not only its forward pass:
+    TensorFlow and torch recompute rematerialised blocks while computing the gradient,
+    after `call` has returned.
+    """
+    data = train_step_args[-1]
+    return data[0] if isinstance(data, tuple) else data
+
+
 def known_values(ids):
     """`ids` as NumPy when their values are known now, or None inside a trace."""
     if isinstance(ids, (list, tuple, np.ndarray, int, np.integer)):

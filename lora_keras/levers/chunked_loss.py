@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from lora_keras.layers.adapter_routing import step_inputs
+
 
 class _PerTokenLoss(keras.losses.Loss):
     """Passes per-token losses through, so Keras weighs and reduces them as it would any loss."""
@@ -66,11 +68,7 @@ class ChunkedLossCausalLM(keras.Model):
             return self.backbone(inputs, training=training)
 
     def train_step(self, *args, **kwargs):
-        # The last argument is the batch on every backend (JAX's first is the state). The
-        # ids are set for the whole step, not only its forward pass: TensorFlow and torch
-        # recompute rematerialised blocks while computing the gradient, after `call`.
-        data = args[-1]
-        routing, _, adapter_ids = self._routing(data[0] if isinstance(data, tuple) else data)
+        routing, _, adapter_ids = self._routing(step_inputs(args))  # set for the whole step
         if routing is None:
             return super().train_step(*args, **kwargs)
         with routing.ids_for_call(adapter_ids):
