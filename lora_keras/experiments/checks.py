@@ -93,10 +93,8 @@ def check_ranks(ranks):
 
 # What a sweep trained `together` cannot run with, and why (each tried: it fails or is wrong).
 TOGETHER_REFUSES = {
-    "remat": "recomputing a block in the backward pass runs it outside the model's call, "
-    "where the layers no longer know which adapter each sequence uses",
-    "chunked_loss": "the chunked loss runs the backbone itself, without the multi-adapter "
-    "model that hands each sequence's adapter to the layers",
+    "chunked_loss": "the chunked loss never forms the logits from which each adapter's loss of "
+    "every step is read (its own rows of the batch)",
     "data_parallel": "each adapter's loss is read from its own rows of the whole batch, "
     "which a split over devices would cut apart",
 }
