@@ -33,6 +33,7 @@ def test_there_are_notebooks():
         "02_memory_time_report",
         "03_qlora_and_dora",
         "04_mixlora",
+        "05_learn_and_forget",
         "06_many_adapters",
     ):
         assert name in names, names
