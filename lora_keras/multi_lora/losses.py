@@ -12,7 +12,10 @@ def adapter_sample_weight(adapter_ids, padding_mask):
     Keras averages `weight * loss` over every token of the batch; with these weights
     (`N / n_k` on the `n_k` counted tokens of adapter `k`, `N` the batch's token count) the
     total is `sum_k mean_k`, so each adapter's gradient is the one its separate run on the
-    same examples gets, however many examples the others have. Compute them per batch.
+    same examples gets, however many examples the others have, when those examples hold no
+    padding. (Keras divides a batch's weighted loss by all its tokens, padding included: a
+    separate run on padded examples takes its mean times its share of counted tokens.)
+    Compute them per batch.
 
     Args:
         adapter_ids: `(batch,)` ints.
