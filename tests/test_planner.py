@@ -173,6 +173,16 @@ def test_every_committed_result_is_predicted_within_the_goal():
     assert abs(worst["error"]) <= 0.10, worst
 
 
+def test_sweeps_trained_together_are_predicted_out_of_sample_within_the_goal():
+    # Measured after the constants were fitted; a together run is planned as one adapter at
+    # the largest rank on the batch of every adapter's sequences.
+    rows = planner_calibration.table_rows(planner_calibration.measured_runs(check=True))
+    together = [row for row in rows if row["folder"].startswith("sweep-together-cpu")]
+    assert sum(row["run"] == "lora_together" for row in together) == 2
+    worst = max(together, key=lambda row: abs(row["error"]))
+    assert abs(worst["error"]) <= 0.10, worst
+
+
 def test_refitting_gives_the_committed_constants():
     saved = {key: dict(values) for key, values in FITTED.items()}
     try:

@@ -24,6 +24,7 @@ from lora_keras.experiments.signals import Interrupted, stop_on_signals
 from lora_keras.host import describe_host
 from lora_keras.models.architectures import GPT2_ARCHITECTURES, SHIPPED_PRESETS
 from lora_keras.planner import plan
+from lora_keras.planner.from_results import planned_as_one_adapter
 from lora_keras.units import format_bytes
 
 __all__ = ["Interrupted", "choose_weights", "compare", "run_experiment"]
@@ -213,16 +214,16 @@ def refuse_what_cannot_fit(spec, runs, host):
         return
     rows = []
     for run in runs:
+        batch_size, rank = planned_as_one_adapter(spec.batch_size, run.rank, run.together)
         [row] = plan(
             spec.preset,
             modes=[run.mode],
-            # A together run's batch holds every adapter's; its adapters are padded to the largest.
-            batch_size=spec.batch_size * max(1, len(run.together)),
+            batch_size=batch_size,
             sequence_length=spec.sequence_length,
             backend=spec.backend,
             device="cpu",
             options=run.options.to_json(),
-            rank=run.rank or max(run.together, default=0) or spec.rank or 4,
+            rank=rank or spec.rank or 4,
             targets=spec.targets,
             mixlora=spec.mixlora,
         )
