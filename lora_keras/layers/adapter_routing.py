@@ -34,13 +34,13 @@ class AdapterRouting:
 def step_inputs(train_step_args):
     """The inputs `x` of the batch a `train_step` is given, on every backend.
 
-    The batch is the last argument (JAX's first is the state), `(x, y, sample_weight)` or `x`.
+    The batch is the last argument (JAX's first is the state), as Keras unpacks it.
     A model routing adapters sets the ids for the whole step, not only its forward pass:
     TensorFlow and torch recompute rematerialised blocks while computing the gradient,
     after `call` has returned.
     """
-    data = train_step_args[-1]
-    return data[0] if isinstance(data, tuple) else data
+    x, _, _ = keras.utils.unpack_x_y_sample_weight(train_step_args[-1])  # a list on torch
+    return x
 
 
 def known_values(ids):
