@@ -47,22 +47,14 @@ def together_batches(train_ds, count):
     Returns:
         The batches, `count` times larger, as `batch_arrays` gives them.
     """
-    from lora_keras.data.batching import batch_arrays
     from lora_keras.multi_lora import adapter_sample_weight
+    from lora_keras.multi_lora.mixed_batches import side_by_side
 
-    if hasattr(train_ds, "as_numpy_iterator"):
-        batches = list(train_ds.as_numpy_iterator())
-    else:
-        batches = [train_ds[index] for index in range(len(train_ds))]
-    together = []
-    for x, y, weights in batches:
-        ids = np.repeat(np.arange(count, dtype="int32"), len(y))
-        scale = adapter_sample_weight(ids, np.ones((len(ids), 1), "float32"))  # (rows, 1)
-        repeated = {key: np.concatenate([np.asarray(value)] * count) for key, value in x.items()}
-        weights = np.concatenate([np.asarray(weights, "float32")] * count) * scale
-        together.append(({**repeated, "adapter_ids": ids}, np.concatenate([y] * count), weights))
-    arrays = keras.tree.map_structure(lambda *parts: np.concatenate(parts), *together)
-    return batch_arrays(arrays, count * len(batches[0][1]))
+    def weigh(ids, own):  # (rows, seq): the own run's weights, scaled by rows over the block's
+        return own * adapter_sample_weight(ids, np.ones((len(ids), 1), "float32"))
+
+    batches = list(train_ds)  # read once: every block of a step holds the same batch
+    return side_by_side([(k, batches) for k in range(count)], weigh)
 
 
 class AdapterLoss(keras.metrics.Metric):

@@ -14,7 +14,8 @@ def mixed_batches(model, datasets):
     Step `i` of the result is batch `i` of every dataset, concatenated in the order of the
     adapters' ids, with `x["adapter_ids"]` naming each sequence's adapter and
     `lk.adapter_sample_weight` as its sample weight (so each adapter's gradient is the one its
-    separate run on its batches would get). `fit` then logs each adapter's loss as `loss_NAME`.
+    separate run on its batches would get, for unpadded batches: see there). `fit` then logs
+    each adapter's loss as `loss_NAME`.
 
     Args:
         model: a model holding several adapters (`lk.apply_multi_lora`).
@@ -42,16 +43,30 @@ def mixed_batches(model, datasets):
             f"datasets must map adapter names to batches; this model holds {names}, got "
             f"{list(datasets) or 'none'}."
         )
-    owners = [(k, name) for k, name in enumerate(names) if name in datasets]
+    owned = [(k, datasets[name]) for k, name in enumerate(names) if name in datasets]
+    return side_by_side(owned, lambda ids, counted: adapter_sample_weight(ids, counted))
+
+
+def side_by_side(owned, weigh):
+    """Step `i`: batch `i` of every `(adapter id, batches)` of `owned`, concatenated in order.
+
+    Args:
+        owned: `[(adapter id, batches)]`, batches as `lk.make_lm_datasets` gives them.
+        weigh: `weigh(adapter_ids, sample_weight)`, the step's weights from its adapter ids
+            and its batches' own sample weights, side by side.
+
+    Returns:
+        `batch_arrays` batches with `x["adapter_ids"]`, as many as the shortest holds.
+    """
     steps = []
-    for batches in zip(*(datasets[name] for _, name in owners), strict=False):  # the shortest
+    for batches in zip(*(batches for _, batches in owned), strict=False):  # the shortest
         # (x, y, sample_weight) of each adapter, as NumPy
         parts = [keras.tree.map_structure(np.asarray, tuple(batch)) for batch in batches]
-        owned = zip(owners, parts, strict=True)
-        ids = np.concatenate([np.full(len(part[1]), k, "int32") for (k, _), part in owned])
+        ids = np.concatenate(
+            [np.full(len(part[1]), k, "int32") for (k, _), part in zip(owned, parts, strict=True)]
+        )
         x = {key: np.concatenate([part[0][key] for part in parts]) for key in parts[0][0]}
-        counted = np.concatenate([part[2] for part in parts])
-        weights = adapter_sample_weight(ids, counted)
+        weights = weigh(ids, np.concatenate([part[2] for part in parts]))
         steps.append(({**x, "adapter_ids": ids}, np.concatenate([p[1] for p in parts]), weights))
     if not steps:
         raise ValueError("The datasets hold no batch: there is nothing to train on.")
