@@ -2,7 +2,12 @@
 before the per-adapter loss metric (commit 77eb9e8). Run once with that version; never rewrite.
 
     git worktree add /tmp/old 77eb9e8
-    PYTHONPATH=/tmp/old python tests/data/multi_lora_before_metrics/make_multi_lora_file.py
+    python -c "import runpy, sys; sys.meta_path = [f for f in sys.meta_path if 'editable' \
+        not in repr(f).lower()]; sys.path.insert(0, '/tmp/old'); \
+        runpy.run_path(sys.argv[1], run_name='__main__')" \
+        tests/data/multi_lora_before_metrics/make_multi_lora_file.py
+
+(An editable install's finder comes before PYTHONPATH: it is dropped so /tmp/old's code runs.)
 """
 
 import os
